@@ -1,0 +1,1 @@
+"""Infrastructure: local servers for one machine (``infra.local``), containers and Kubernetes manifests."""

@@ -1,0 +1,1 @@
+"""Start real NATS, Redis and PostgreSQL servers where none answer on the configured URLs."""

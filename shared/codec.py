@@ -1,0 +1,71 @@
+"""msgpack on the wire: maps with short string keys.
+
+Decoding is strict: no bytes where strings belong, a size and depth bound, and a
+clear :class:`~shared.errors.BadRequest` for anything that is not a msgpack map.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from shared.errors import BadRequest
+
+MAX_MESSAGE_BYTES = 1 << 20
+MAX_DEPTH = 16
+
+
+def encode(value: Any) -> bytes:
+    """Serialize ``value`` to msgpack.
+
+    >>> decode(encode({"a": [1, 2.5, "x"]}))
+    {'a': [1, 2.5, 'x']}
+    """
+    return msgpack.packb(value, use_bin_type=True)  # type: ignore[no-any-return]
+
+
+def decode_any(data: bytes) -> Any:
+    """Deserialize msgpack of any top-level type, with size and depth bounds."""
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadRequest(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        value = msgpack.unpackb(data, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES)
+    except (msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, ValueError, TypeError) as error:
+        raise BadRequest(f"payload is not valid msgpack: {error}") from error
+    if _depth(value) > MAX_DEPTH:
+        raise BadRequest(f"payload nests deeper than {MAX_DEPTH} levels")
+    return value
+
+
+def decode(data: bytes) -> dict[str, Any]:
+    """Deserialize a msgpack map; anything else is a :class:`BadRequest`.
+
+    >>> decode(b"\\x91\\x01")
+    Traceback (most recent call last):
+    ...
+    shared.errors.BadRequest: payload must be a msgpack map, got list
+    """
+    value = decode_any(data)
+    if not isinstance(value, dict):
+        raise BadRequest(f"payload must be a msgpack map, got {type(value).__name__}")
+    return value
+
+
+def _depth(value: Any) -> int:
+    # Iterative so a hostile payload cannot blow the Python stack.
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, level)
+            if level > MAX_DEPTH:
+                return level
+            stack.extend((child, level + 1) for child in item)
+    return deepest
