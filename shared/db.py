@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -52,10 +52,9 @@ async def ensure_database(dsn: str) -> None:
 
 async def ensure_schema(pool: asyncpg.Pool, schema: str) -> None:
     async with pool.acquire() as connection:
-        try:
+        # Two services racing on CREATE SCHEMA IF NOT EXISTS can still collide; the schema exists then.
+        with suppress(asyncpg.UniqueViolationError):
             await connection.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}")
-        except asyncpg.UniqueViolationError:
-            pass  # two services raced on CREATE SCHEMA IF NOT EXISTS; the schema exists
 
 
 async def drop_schema(pool: asyncpg.Pool, schema: str) -> None:
