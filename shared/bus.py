@@ -18,7 +18,14 @@ import nats
 import structlog
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, KeyValueConfig, RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+)
 from nats.js.errors import BadRequestError, NotFoundError
 
 from shared.codec import decode, encode
@@ -41,7 +48,7 @@ class StreamSpec:
     duplicate_window_s: float = 120.0
     max_msg_bytes: int = 1 << 20
 
-    def config(self, names: Names) -> StreamConfig:
+    def config(self, names: Names, *, replicas: int = 1) -> StreamConfig:
         subject = f"{names.namespace}.{self.flow}.>"
         return StreamConfig(
             name=names.stream(self.flow),
@@ -52,6 +59,7 @@ class StreamSpec:
             max_age=self.max_age_s,
             duplicate_window=self.duplicate_window_s,
             max_msg_size=self.max_msg_bytes,
+            num_replicas=replicas,
         )
 
 
@@ -127,20 +135,33 @@ async def ensure_stream(js: JetStreamContext, config: StreamConfig) -> None:
         await js.update_stream(config)
 
 
-async def provision(js: JetStreamContext, names: Names) -> None:
-    """Create or update every stream, KV bucket and object store of the namespace."""
+async def provision(js: JetStreamContext, names: Names, *, replicas: int = 1) -> None:
+    """Create or update every stream, KV bucket and object store of the namespace.
+
+    ``replicas`` is the JetStream replication factor (3 on a three-node cluster, 1 on one server).
+    """
     for spec in STREAMS:
-        await ensure_stream(js, spec.config(names))
+        await ensure_stream(js, spec.config(names, replicas=replicas))
     try:
-        await js.create_key_value(KeyValueConfig(bucket=names.routing_bucket, history=ROUTING_HISTORY))
+        await js.create_key_value(
+            KeyValueConfig(bucket=names.routing_bucket, history=ROUTING_HISTORY, replicas=replicas)
+        )
     except BadRequestError as error:
         if error.err_code != STREAM_NAME_IN_USE:
             raise
         stream = f"KV_{names.routing_bucket}"
         info = await js.stream_info(stream)
         info.config.max_msgs_per_subject = ROUTING_HISTORY
+        info.config.num_replicas = replicas
         await js.update_stream(info.config)
-    await js.create_object_store(names.models_bucket)
+    try:
+        await js.create_object_store(names.models_bucket, config=ObjectStoreConfig(replicas=replicas))
+    except BadRequestError as error:
+        if error.err_code != STREAM_NAME_IN_USE:
+            raise
+        info = await js.stream_info(f"OBJ_{names.models_bucket}")
+        info.config.num_replicas = replicas
+        await js.update_stream(info.config)
 
 
 async def deprovision(js: JetStreamContext, names: Names) -> None:

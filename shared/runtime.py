@@ -135,7 +135,7 @@ class Service:
                 connect(self.common.nats_url, name=f"rtml-{self.name}-{self.common.namespace}")
             )
             self.js = self.nc.jetstream()
-            await provision(self.js, self.names)
+            await provision(self.js, self.names, replicas=self.common.stream_replicas)
             await self.setup(self._stack)
             await self._serve_http()
             await self._register_endpoints()

@@ -95,6 +95,7 @@ class CommonSettings:
     http_port: int = 0
     shutdown_grace_s: float = 10.0
     max_in_flight: int = 1024
+    stream_replicas: int = 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], *, service: str, default_http_port: int) -> CommonSettings:
@@ -110,4 +111,5 @@ class CommonSettings:
             http_port=read_int(env, port_variable, default_http_port, minimum=0, maximum=65535),
             shutdown_grace_s=read_float(env, "RTML_SHUTDOWN_GRACE_S", 10.0, minimum=0, maximum=600),
             max_in_flight=read_int(env, "RTML_MAX_IN_FLIGHT", 1024, minimum=1, maximum=1_000_000),
+            stream_replicas=read_int(env, "RTML_STREAM_REPLICAS", 1, minimum=1, maximum=5),
         )
