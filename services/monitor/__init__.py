@@ -1,0 +1,1 @@
+"""The monitor service: drift detection, confidence tracking, live performance and alerts."""
