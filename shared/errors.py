@@ -8,7 +8,7 @@ matching subclass with :func:`raise_for_reply`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
@@ -59,7 +59,7 @@ class DeadlineExceeded(ServiceError):
         super().__init__(504, message)
 
 
-_BY_CODE: dict[int, type[ServiceError]] = {
+_BY_CODE: dict[int, Callable[[str], ServiceError]] = {
     400: BadRequest,
     404: NotFound,
     429: Overloaded,

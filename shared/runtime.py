@@ -34,6 +34,7 @@ from aiohttp import web
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from nats.micro.request import Request as MicroRequest
 from nats.micro.service import Service as MicroService
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -183,9 +184,7 @@ class Service:
 
     # Internals ------------------------------------------------------------
     async def _register_endpoints(self) -> None:
-        endpoints = self.endpoints()
-        if not endpoints:
-            return
+        # Registered even without endpoints, so $SRV.PING/INFO (and `rtml status`) see every service.
         self._micro = await nats.micro.add_service(
             self.nc,
             name=f"rtml-{self.name}",
@@ -193,7 +192,7 @@ class Service:
             description=f"rtml {self.name} service",
             metadata={"namespace": self.common.namespace, "http": f"{self.common.http_host}:{self.http_port}"},
         )
-        for endpoint in endpoints:
+        for endpoint in self.endpoints():
             await self._micro.add_endpoint(
                 name=endpoint.name,
                 subject=endpoint.subject,
@@ -201,8 +200,8 @@ class Service:
                 handler=self._dispatcher(endpoint),
             )
 
-    def _dispatcher(self, endpoint: Endpoint) -> Callable[[nats.micro.Request], Awaitable[None]]:
-        async def dispatch(request: nats.micro.Request) -> None:
+    def _dispatcher(self, endpoint: Endpoint) -> Callable[[MicroRequest], Awaitable[None]]:
+        async def dispatch(request: MicroRequest) -> None:
             await self._slots.acquire()
             task = asyncio.create_task(self._answer(endpoint, request._msg))
             self._answering.add(task)
@@ -228,16 +227,16 @@ class Service:
                 await self._reply(msg, encode(error.body()), reply_headers | error.headers())
                 return
             except asyncio.CancelledError:
-                error = ServiceError(503, "service shutting down before the request finished")
+                shutting_down = ServiceError(503, "service shutting down before the request finished")
                 self.metrics.errors.labels(endpoint.name, "503").inc()
                 with contextlib.suppress(Exception):
-                    await self._reply(msg, encode(error.body()), reply_headers | error.headers())
+                    await self._reply(msg, encode(shutting_down.body()), reply_headers | shutting_down.headers())
                 raise
             except Exception as unexpected:
                 log.exception("handler_failed", endpoint=endpoint.name)
-                error = ServiceError(500, f"internal error: {type(unexpected).__name__}")
+                internal = ServiceError(500, f"internal error: {type(unexpected).__name__}")
                 self.metrics.errors.labels(endpoint.name, "500").inc()
-                await self._reply(msg, encode(error.body()), reply_headers | error.headers())
+                await self._reply(msg, encode(internal.body()), reply_headers | internal.headers())
                 return
             await self._reply(msg, encode(result), reply_headers)
         except Exception:

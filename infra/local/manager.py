@@ -34,7 +34,10 @@ class ServerState:
     def describe(self) -> str:
         if not self.started_by_us:
             return f"{self.kind:<9} {self.url}  reused: {self.source}"
-        return f"{self.kind:<9} {self.url}  started {self.source} pid {self.pid}; data {self.data_dir}; log {self.log_file}"
+        return (
+            f"{self.kind:<9} {self.url}  started {self.source} pid {self.pid}; "
+            f"data {self.data_dir}; log {self.log_file}"
+        )
 
 
 def _urls(nats_url: str, redis_url: str, database_url: str) -> dict[str, str]:

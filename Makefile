@@ -1,0 +1,32 @@
+# The two commands: `make demo` (the main job) and `make test`. Both set up everything first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo up test bench lint loadtest clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev,servers]'
+	touch $@
+
+demo: setup
+	$(BIN)/rtml up
+
+test: setup
+	$(BIN)/pytest
+
+bench: setup
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script --quick || exit 1; done
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+clean:
+	$(BIN)/rtml infra down || true
+	rm -rf .rtml

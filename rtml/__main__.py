@@ -1,0 +1,3 @@
+from rtml.cli import main
+
+main()
