@@ -14,6 +14,7 @@ import signal
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import structlog
 
@@ -43,25 +44,48 @@ class Replica:
 
 
 class Supervisor:
-    def __init__(self, replicas: list[Replica], env: Mapping[str, str], *, stop_grace_s: float = 20.0) -> None:
+    def __init__(
+        self,
+        replicas: list[Replica],
+        env: Mapping[str, str],
+        *,
+        stop_grace_s: float = 20.0,
+        output: BinaryIO | None = None,
+    ) -> None:
         self.replicas = replicas
         self.env = env
         self.stop_grace_s = stop_grace_s
+        self.output = output if output is not None else sys.stdout.buffer
         self._stopping = asyncio.Event()
         self._processes: dict[str, asyncio.subprocess.Process] = {}
+        self._keepers: list[asyncio.Task[None]] = []
 
     async def run(self) -> int:
+        """Run until SIGINT or SIGTERM, then stop every service."""
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self._stopping.set)
-        keepers = [asyncio.create_task(self._keep_running(replica)) for replica in self.replicas]
+        self.start()
         await self._stopping.wait()
-        print("rtml: stopping services", file=sys.stderr, flush=True)
-        await self._stop_all()
-        for keeper in keepers:
-            keeper.cancel()
-        await asyncio.gather(*keepers, return_exceptions=True)
+        await self.stop()
         return 0
+
+    def start(self) -> None:
+        self._keepers = [asyncio.create_task(self._keep_running(replica)) for replica in self.replicas]
+
+    async def stop(self) -> None:
+        print("rtml: stopping services", file=sys.stderr, flush=True)
+        self._stopping.set()
+        await self._stop_all()
+        for keeper in self._keepers:
+            keeper.cancel()
+        await asyncio.gather(*self._keepers, return_exceptions=True)
+
+    def kill(self, label: str) -> int:
+        """SIGKILL one replica (chaos); the supervisor restarts it. Returns the killed pid."""
+        process = self._processes[label]
+        process.kill()
+        return process.pid
 
     async def _keep_running(self, replica: Replica) -> None:
         backoff = 0.5
@@ -76,7 +100,7 @@ class Supervisor:
             self._processes[replica.label] = process
             print(f"rtml: started {replica.label} (pid {process.pid})", file=sys.stderr, flush=True)
             assert process.stdout is not None
-            pump = asyncio.create_task(_prefix_lines(replica.label, process.stdout))
+            pump = asyncio.create_task(_prefix_lines(replica.label, process.stdout, self.output))
             code = await process.wait()
             await pump
             if self._stopping.is_set():
@@ -106,11 +130,11 @@ class Supervisor:
                 await asyncio.gather(*late, return_exceptions=True)
 
 
-async def _prefix_lines(label: str, stream: asyncio.StreamReader) -> None:
+async def _prefix_lines(label: str, stream: asyncio.StreamReader, output: BinaryIO) -> None:
     prefix = f"[{label}] ".encode()
     while line := await stream.readline():
-        sys.stdout.buffer.write(prefix + line)
-        sys.stdout.flush()
+        output.write(prefix + line)
+        output.flush()
 
 
 def plan(services: list[str], replicas: Mapping[str, int]) -> list[Replica]:
