@@ -196,6 +196,7 @@ class PredictionRecord:
     latency_us: int
     features: dict[str, float] = field(default_factory=dict)
     error_code: int | None = None
+    timings_us: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def from_dict(cls, body: dict[str, Any]) -> PredictionRecord:
@@ -215,6 +216,7 @@ class PredictionRecord:
             latency_us=_int(body, "latency_us"),  # type: ignore[arg-type]
             features={str(k): float(v) for k, v in _map(body, "features", required=False).items()},
             error_code=_int(body, "error_code", required=False),
+            timings_us={str(k): int(v) for k, v in _map(body, "timings_us", required=False).items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
