@@ -1,0 +1,1 @@
+"""Ingest: durable event intake, schema validation, normalization and dead letters."""

@@ -1,0 +1,83 @@
+"""Raw bytes to a map, or a precise reason why not: oversize, undecodable, too deep, not a map.
+
+msgpack is the wire format; a message with ``Content-Type: application/json`` is read as JSON (clients
+without msgpack, and dead letters that came in over HTTP).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgpack
+
+from services.ingest.reasons import Reason, Rejection
+
+JSON_CONTENT_TYPE = "application/json"
+
+
+def decode_event(data: bytes, *, content_type: str | None, max_bytes: int, max_depth: int) -> dict[Any, Any]:
+    """The top-level map of an input message.
+
+    >>> decode_event(b"\\x81\\xa1a\\x01", content_type=None, max_bytes=100, max_depth=4)
+    {'a': 1}
+    >>> decode_event(b"\\xc1", content_type=None, max_bytes=100, max_depth=4)
+    Traceback (most recent call last):
+    ...
+    services.ingest.reasons.Rejection: undecodable at <message>: not valid msgpack (Unpack failed: error = -2)
+    """
+    if len(data) > max_bytes:
+        raise Rejection(Reason.OVERSIZE, "", f"message of {len(data)} bytes exceeds the limit of {max_bytes}")
+    value: Any
+    if content_type is not None and content_type.split(";")[0].strip().lower() == JSON_CONTENT_TYPE:
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            raise Rejection(Reason.TOO_DEEP, "", f"JSON nests deeper than {max_depth} levels") from None
+        except (UnicodeDecodeError, ValueError) as error:
+            raise Rejection(Reason.UNDECODABLE, "", f"not valid JSON ({error})") from None
+    else:
+        try:
+            value = msgpack.unpackb(data, raw=False, strict_map_key=False, max_bin_len=max_bytes, max_str_len=max_bytes)
+        except msgpack.StackError:
+            raise Rejection(Reason.TOO_DEEP, "", f"msgpack nests deeper than {max_depth} levels") from None
+        except (msgpack.ExtraData, msgpack.FormatError, ValueError, TypeError, UnicodeDecodeError) as error:
+            raise Rejection(Reason.UNDECODABLE, "", f"not valid msgpack ({error})") from None
+        except Exception as error:  # msgpack raises a few undocumented types on hostile input
+            raise Rejection(Reason.UNDECODABLE, "", f"not valid msgpack ({type(error).__name__})") from None
+    if nesting_depth(value, max_depth) > max_depth:
+        raise Rejection(Reason.TOO_DEEP, "", f"payload nests deeper than {max_depth} levels")
+    if not isinstance(value, dict):
+        raise Rejection(Reason.NOT_A_MAP, "", f"an event must be a map, got {_kind(value)}")
+    return value
+
+
+def nesting_depth(value: Any, limit: int) -> int:
+    """Depth of nested maps and lists (a scalar is 0), counted up to ``limit + 1`` and no further.
+
+    Iterative so a hostile payload cannot exhaust the Python stack.
+
+    >>> nesting_depth({"a": [1, {"b": 2}]}, 10), nesting_depth(5, 10)
+    (3, 0)
+    """
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, level)
+        if level > limit:
+            return level
+        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list | tuple))
+    return deepest
+
+
+def _kind(value: Any) -> str:
+    return {list: "an array", str: "a string", bytes: "binary", type(None): "nil"}.get(
+        type(value), type(value).__name__
+    )
