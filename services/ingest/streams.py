@@ -44,7 +44,7 @@ async def read_stream(
     sub = await js.pull_subscribe(filter_subject, stream=stream, config=config)
     out: list[StoredMessage] = []
     try:
-        remaining = (await sub.consumer_info()).num_pending
+        remaining = (await sub.consumer_info()).num_pending or 0
         if limit is not None:
             remaining = min(remaining, limit)
         while remaining > 0:
