@@ -75,7 +75,8 @@ def mix_weights(mix: dict[str, float] | None) -> np.ndarray:
     raw = np.array([c.weight if mix is None else mix.get(c.name, 0.0) for c in CATEGORIES], dtype=float)
     if raw.sum() <= 0:
         raise ValueError("a category mix needs at least one positive weight")
-    return raw / raw.sum()
+    weights: np.ndarray = raw / raw.sum()
+    return weights
 
 
 @dataclass(slots=True)
