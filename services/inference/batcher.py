@@ -94,6 +94,7 @@ class Batcher(Generic[T, R]):
         self._running: set[asyncio.Task[None]] = set()
         self._controller: asyncio.Task[None] | None = None
         self._closed = False
+        self._draining = False
         self.batch_cost_s: float | None = None
 
     # Inbound --------------------------------------------------------------
@@ -168,7 +169,7 @@ class Batcher(Generic[T, R]):
             if len(self._running) < self.policy.max_concurrent_batches:
                 size = self.policy.release_size(len(self._heap))
                 release_at = self._oldest_arrival() + self._delay()
-                if size == 0 and (now >= release_at or self._closed):
+                if size == 0 and (now >= release_at or self._closed or self._draining):
                     size = min(len(self._heap), self.policy.max_batch_size)
                 if size:
                     self._launch([self._pop() for _ in range(size)])
@@ -221,6 +222,11 @@ class Batcher(Generic[T, R]):
             self._wake.set()
 
     # Shutdown -------------------------------------------------------------
+    def drain(self) -> None:
+        """Keep taking requests but stop waiting for company: every batch goes as soon as a slot is free."""
+        self._draining = True
+        self._wake.set()
+
     async def close(self, timeout_s: float | None = None) -> None:
         """Take no more requests; run every queued one now; wait for all batches.
 

@@ -256,3 +256,16 @@ def test_every_request_is_answered_once_in_bounded_batches(
         await batcher.close()
 
     asyncio.run(scenario())
+
+
+async def test_drain_releases_without_waiting_out_the_delay() -> None:
+    batcher, model, _ = make(BatchPolicy(max_batch_size=8, max_queue_delay_us=10_000_000))
+    first = batcher.submit(1)
+    await settle()
+    assert model.batches == []
+    batcher.drain()
+    await settle()
+    second = batcher.submit(2)
+    await settle()
+    assert model.batches == [[1], [2]] and (first.result(), second.result()) == (2, 4)
+    await batcher.close()
