@@ -54,7 +54,7 @@ def direct(weights: list[float], bias: float, rows: np.ndarray) -> np.ndarray:
     return np.asarray(scores)
 
 
-async def test_predictions_match_the_model_run_directly(
+async def test_predictions_match_the_model_run_directly(  # noqa: PLR0917 (fixtures)
     service: InferenceService, client: Client, names: Names, kv: Any, register: Register, settings: CommonSettings
 ) -> None:
     version = await register("fraud", W1, B1, batch_policy={"max_batch_size": 16, "max_queue_delay_us": 2000})
@@ -120,7 +120,7 @@ async def test_error_codes(
         *(predict(client, names, "tiny", {"entity": f"e{i}"}) for i in range(60)), return_exceptions=True
     )
     shed = [o for o in outcomes if isinstance(o, Overloaded)]
-    assert shed and all(isinstance(o, dict) or isinstance(o, Overloaded) for o in outcomes)
+    assert shed and all(isinstance(o, dict | Overloaded) for o in outcomes)
     assert any(isinstance(o, dict) for o in outcomes)
 
 
@@ -169,7 +169,7 @@ async def test_shadow_never_changes_replies(service: InferenceService, client: C
     assert first.score == pytest.approx(float(direct(W2, B2, row)[0]), rel=1e-5)
 
 
-async def test_a_corrupt_artifact_is_refused_and_the_previous_version_keeps_serving(
+async def test_a_corrupt_artifact_is_refused_and_the_previous_version_keeps_serving(  # noqa: PLR0917
     service: InferenceService, client: Client, names: Names, kv: Any, register: Register, store: Any
 ) -> None:
     before = service.table.get("fraud")
