@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,7 +66,7 @@ def valid_cases(prefix: str, count: int, now_ms: int) -> list[Case]:
                     "ts": now_ms,
                     "data": {"id": f"p-{i}", "label": 1},
                 }
-        cases.append(Case(f"valid-{i}", body["type"], pack(body), None))
+        cases.append(Case(f"{prefix}-valid-{i}", body["type"], pack(body), None))
     return cases
 
 
@@ -88,7 +89,7 @@ def malformed_cases(prefix: str, now_ms: int) -> list[Case]:
     data_list["data"] = [1, 2]
     nested = tx("nested")
     nested["data"]["extra"] = deep(20)
-    return [
+    cases = [
         Case("oversize", t, pack({**tx("oversize"), "pad": "x" * 70_000}), Reason.OVERSIZE),
         Case("bad-msgpack", t, b"\xc1\x00\x01", Reason.UNDECODABLE),
         Case("truncated-msgpack", t, pack(tx("trunc"))[:-5], Reason.UNDECODABLE),
@@ -121,3 +122,4 @@ def malformed_cases(prefix: str, now_ms: int) -> list[Case]:
             "data.label",
         ),
     ]
+    return [dataclasses.replace(case, name=f"{prefix}-{case.name}") for case in cases]

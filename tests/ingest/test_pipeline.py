@@ -39,7 +39,7 @@ def test_each_malformed_input_gets_its_reason(pipeline: Pipeline, case: Case) ->
 
 
 def test_dead_letter_types(pipeline: Pipeline) -> None:
-    by_name = {c.name: c for c in malformed_cases("p", NOW_MS)}
+    by_name = {c.name.removeprefix("p-"): c for c in malformed_cases("p", NOW_MS)}
     bad_subject = run(pipeline, by_name["bad-subject"])
     unknown = run(pipeline, by_name["unknown-type"])
     assert isinstance(bad_subject, Rejected) and isinstance(unknown, Rejected)
