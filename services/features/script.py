@@ -1,0 +1,319 @@
+"""The streaming update: one Lua script per view, applied atomically per (event, view).
+
+The script is generated from the view (its windows and fields baked in as a Lua
+table), so a call carries only the event. Per call it:
+
+1. refuses an event older than the entity's watermark ``T`` minus the lateness
+   (returns ``LATE``), and one whose id it has already applied (``DUPLICATE``; the
+   ids live in a sorted set by event time, trimmed to the lateness horizon, since an
+   older duplicate is refused as late anyway);
+2. adds the event to its bucket in every window that still holds it and drops the
+   buckets that slid out when ``T`` advanced;
+3. recomputes every feature as of ``T`` from the buckets (see
+   :mod:`services.features.windows` for the maths) and writes the online hash in the
+   layout of :mod:`shared.online`, refreshing every key's TTL.
+
+Keys: ``<ns>:fs:<view>:{<entity>}`` (watermark, buckets, last two events),
+``...:ids`` (applied ids) and ``...:d:<field>`` (value -> latest time, for distinct
+counts) beside the online hash ``<ns>:fv:<view>:{<entity>}``; all share the entity's
+hash tag, so one call touches one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from services.features.views import Agg, FeatureView, categorical, numeric
+from shared.online import feature_key
+from shared.subjects import Names
+
+
+class Outcome(IntEnum):
+    APPLIED = 0
+    DUPLICATE = 1
+    LATE = 2
+
+
+_BODY = r"""
+local id = ARGV[1]
+local ts = tonumber(ARGV[2])
+local S, I, O = KEYS[1], KEYS[2], KEYS[3]
+local NF = #SPEC.fields
+local T = tonumber(redis.call('HGET', S, 'T'))
+if T and ts < T - SPEC.lateness then return 2 end
+if redis.call('ZADD', I, 'NX', ts, id) == 0 then return 1 end
+local oldT = T
+if (not T) or ts > T then T = ts end
+redis.call('ZREMRANGEBYSCORE', I, '-inf', '(' .. string.format('%.17g', T - SPEC.lateness))
+local vals = {}
+for j = 1, NF do
+  local raw = ARGV[2 + j]
+  if raw ~= '' then vals[j] = tonumber(raw) end
+end
+local floor = math.floor
+local agg = {}
+for i, w in ipairs(SPEC.windows) do
+  local b, n = w[1], w[2]
+  local bT = floor(T / b)
+  local bno = floor(ts / b)
+  if bno > bT - n then
+    local key = i .. ':' .. bno
+    local raw = redis.call('HGET', S, key)
+    local st
+    if raw then
+      st = cmsgpack.unpack(raw)
+    else
+      st = {0}
+      for j = 1, NF * 5 do st[1 + j] = 0 end
+    end
+    st[1] = st[1] + 1
+    for j = 1, NF do
+      local x = vals[j]
+      if x then
+        local o = 1 + (j - 1) * 5
+        if st[o + 1] == 0 then st[o + 4] = x; st[o + 5] = x
+        else
+          if x < st[o + 4] then st[o + 4] = x end
+          if x > st[o + 5] then st[o + 5] = x end
+        end
+        st[o + 1] = st[o + 1] + 1
+        st[o + 2] = st[o + 2] + x
+        st[o + 3] = st[o + 3] + x * x
+      end
+    end
+    redis.call('HSET', S, key, cmsgpack.pack(st))
+  end
+  if oldT and T > oldT then
+    local bo = floor(oldT / b)
+    local gone = {}
+    for k = bo - n + 1, math.min(bo, bT - n) do gone[#gone + 1] = i .. ':' .. k end
+    if #gone > 0 then redis.call('HDEL', S, unpack(gone)) end
+  end
+  local wanted = {}
+  for k = bT - n + 1, bT do wanted[#wanted + 1] = i .. ':' .. k end
+  local total = {0}
+  for j = 1, NF * 5 do total[1 + j] = 0 end
+  for _, raw in ipairs(redis.call('HMGET', S, unpack(wanted))) do
+    if raw then
+      local st = cmsgpack.unpack(raw)
+      total[1] = total[1] + st[1]
+      for j = 1, NF do
+        local o = 1 + (j - 1) * 5
+        local c = st[o + 1]
+        if c > 0 then
+          if total[o + 1] == 0 then total[o + 4] = st[o + 4]; total[o + 5] = st[o + 5]
+          else
+            if st[o + 4] < total[o + 4] then total[o + 4] = st[o + 4] end
+            if st[o + 5] > total[o + 5] then total[o + 5] = st[o + 5] end
+          end
+          total[o + 1] = total[o + 1] + c
+          total[o + 2] = total[o + 2] + st[o + 2]
+          total[o + 3] = total[o + 3] + st[o + 3]
+        end
+      end
+    end
+  end
+  agg[i] = total
+end
+local distinct = {}
+for d, spec in ipairs(SPEC.distinct) do
+  local D = KEYS[3 + d]
+  local value = ARGV[2 + NF + d]
+  local counts = {}
+  for f = 1, #spec do counts[f] = 0 end
+  if value ~= '' then
+    local inside = false
+    for f = 1, #spec do
+      local b, n = spec[f][1], spec[f][2]
+      if floor(ts / b) > floor(T / b) - n then inside = true end
+    end
+    if inside then
+      local cur = tonumber(redis.call('HGET', D, value))
+      if (not cur) or ts > cur then redis.call('HSET', D, value, ARGV[2]) end
+    end
+  end
+  local all = redis.call('HGETALL', D)
+  local stale = {}
+  for k = 1, #all, 2 do
+    local t = tonumber(all[k + 1])
+    local keep = false
+    for f = 1, #spec do
+      local b, n = spec[f][1], spec[f][2]
+      if floor(t / b) > floor(T / b) - n then counts[f] = counts[f] + 1; keep = true end
+    end
+    if not keep then stale[#stale + 1] = all[k] end
+  end
+  if #stale > 0 then redis.call('HDEL', D, unpack(stale)) end
+  distinct[d] = counts
+  redis.call('PEXPIRE', D, SPEC.ttl)
+end
+local l1, l2
+if SPEC.recency then
+  local r1 = redis.call('HGET', S, 'l1')
+  local r2 = redis.call('HGET', S, 'l2')
+  if r1 then l1 = cmsgpack.unpack(r1) end
+  if r2 then l2 = cmsgpack.unpack(r2) end
+  local new = {ts}
+  for j = 1, NF do new[1 + j] = ARGV[2 + j] end
+  if (not l1) or ts >= l1[1] then
+    l2 = l1; l1 = new
+    redis.call('HSET', S, 'l1', cmsgpack.pack(l1))
+    if l2 then redis.call('HSET', S, 'l2', cmsgpack.pack(l2)) end
+  elseif (not l2) or ts >= l2[1] then
+    l2 = new
+    redis.call('HSET', S, 'l2', cmsgpack.pack(l2))
+  end
+end
+local out = {}
+local Ts = string.format('%d', T)
+for _, f in ipairs(SPEC.features) do
+  local kind, default, value = f[2], f[3], nil
+  if kind == 'distinct_count' then
+    local c = distinct[f[4]][f[5]]
+    if c > 0 then value = c end
+  elseif kind == 'last' then
+    local raw = l1[1 + f[4]]
+    if raw ~= '' then value = tonumber(raw) end
+  elseif kind == 'time_since_last' then
+    if l2 then
+      local w = f[4]
+      if (not w) or floor(l2[1] / w[1]) > floor(T / w[1]) - w[2] then value = l1[1] - l2[1] end
+    end
+  else
+    local total = agg[f[4]]
+    local j = f[5]
+    if kind == 'count' and j == 0 then
+      if total[1] > 0 then value = total[1] end
+    else
+      local o = 1 + (j - 1) * 5
+      local c = total[o + 1]
+      if c > 0 then
+        if kind == 'count' then value = c
+        elseif kind == 'sum' then value = total[o + 2]
+        elseif kind == 'mean' then value = total[o + 2] / c
+        elseif kind == 'min' then value = total[o + 4]
+        elseif kind == 'max' then value = total[o + 5]
+        elseif kind == 'stddev' then
+          local mean = total[o + 2] / c
+          local var = total[o + 3] / c - mean * mean
+          if var < 0 then var = 0 end
+          value = math.sqrt(var)
+        end
+      end
+    end
+  end
+  if value == nil then value = default end
+  out[#out + 1] = 'v:' .. f[1]
+  out[#out + 1] = string.format('%.17g', value)
+  out[#out + 1] = 't:' .. f[1]
+  out[#out + 1] = Ts
+end
+redis.call('HSET', O, unpack(out))
+redis.call('HSET', S, 'T', Ts)
+redis.call('PEXPIRE', O, SPEC.ttl)
+redis.call('PEXPIRE', S, SPEC.ttl)
+redis.call('PEXPIRE', I, SPEC.ttl)
+return 0
+"""
+
+
+def _lua(value: Any) -> str:
+    """A Python value as a Lua literal (numbers, strings, booleans, None, lists)."""
+    if value is None or value is False:
+        return "false"
+    if value is True:
+        return "true"
+    if isinstance(value, int | float):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string of ASCII names is a valid Lua string
+    if isinstance(value, list | tuple):
+        return "{" + ", ".join(_lua(item) for item in value) + "}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key} = {_lua(item)}" for key, item in value.items()) + "}"
+    raise TypeError(f"no Lua literal for {type(value).__name__}")
+
+
+def render_lua(view: FeatureView) -> str:
+    """The view's script: a ``SPEC`` table, then the generic body."""
+    windows = view.windows
+    fields = view.numeric_fields
+    distinct_fields = view.distinct_fields
+    distinct_windows: list[list[tuple[int, int]]] = [[] for _ in distinct_fields]
+    features: list[list[Any]] = []
+    for feature in view.features:
+        row: list[Any] = [feature.name, feature.agg.value, feature.default]
+        if feature.agg == Agg.DISTINCT_COUNT:
+            assert feature.field is not None and feature.window is not None
+            d = distinct_fields.index(feature.field)
+            distinct_windows[d].append((feature.window.bucket_ms, feature.window.buckets))
+            row += [d + 1, len(distinct_windows[d])]
+        elif feature.agg == Agg.LAST:
+            assert feature.field is not None
+            row += [fields.index(feature.field) + 1]
+        elif feature.agg == Agg.TIME_SINCE_LAST:
+            w = feature.window
+            row += [None if w is None else (w.bucket_ms, w.buckets)]
+        else:
+            assert feature.window is not None
+            row += [windows.index(feature.window) + 1, 0 if feature.field is None else fields.index(feature.field) + 1]
+        features.append(row)
+    spec = {
+        "lateness": view.lateness_ms,
+        "ttl": view.ttl_ms,
+        "fields": list(fields),
+        "windows": [(w.bucket_ms, w.buckets) for w in windows],
+        "distinct": distinct_windows,
+        "recency": any(f.agg in (Agg.LAST, Agg.TIME_SINCE_LAST) for f in view.features),
+        "features": features,
+    }
+    return f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n{_BODY}"
+
+
+def state_key(names: Names, view: str, entity: str) -> str:
+    """``<ns>:fs:<view>:{<entity>}``: the entity's window state in one view."""
+    return names.redis_key("fs", view, "{" + entity + "}")
+
+
+def _number_arg(value: Any) -> str:
+    x = numeric(value)
+    return "" if x is None else repr(x)
+
+
+class ViewScript:
+    """One view's registered script and how to call it for an event."""
+
+    def __init__(self, client: aioredis.Redis, names: Names, view: FeatureView) -> None:
+        self.view = view
+        self.names = names
+        self.script: AsyncScript = client.register_script(render_lua(view))
+        self._fields = view.numeric_fields
+        self._distinct = view.distinct_fields
+
+    def call_args(self, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """Keys and arguments of one call."""
+        state = state_key(self.names, self.view.name, entity)
+        keys = [state, state + ":ids", feature_key(self.names, self.view.name, entity)]
+        keys += [f"{state}:d:{name}" for name in self._distinct]
+        args = [event_id, str(int(ts))]
+        args += [_number_arg(data.get(name)) for name in self._fields]
+        args += [categorical(data.get(name)) or "" for name in self._distinct]
+        return keys, args
+
+    async def apply(
+        self, client: aioredis.Redis, entity: str, event_id: str, ts: int, data: Mapping[str, Any]
+    ) -> Outcome:
+        """Apply one event now (one round trip); batches go through :meth:`enqueue` instead."""
+        keys, args = self.call_args(entity, event_id, ts, data)
+        return Outcome(int(await self.script(keys=keys, args=args, client=client)))
+
+    def enqueue(self, pipe: Any, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> None:
+        """Add the call to a pipeline; its result is the :class:`Outcome` code."""
+        keys, args = self.call_args(entity, event_id, ts, data)
+        self.script(keys=keys, args=args, client=pipe)

@@ -1,0 +1,94 @@
+"""The streaming Lua update on the real Redis against a brute-force recomputation."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.features.catalog import load_views
+from services.features.script import Outcome, ViewScript, render_lua
+from shared.online import OnlineVector, feature_key
+from shared.settings import CommonSettings
+from shared.subjects import Names
+from tests.features.reference import Ev, accepted, brute_vector, close
+from tests.features.strategies import all_aggs_view, events
+
+VIEW = all_aggs_view()
+_entities = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def sync_redis(settings: CommonSettings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(settings.redis_url)
+    yield client
+    client.close()
+
+
+def _run(client: redis.Redis, names: Names, evs: list[Ev]) -> tuple[str, list[Outcome]]:
+    entity = f"card{next(_entities)}"
+    script = ViewScript(client, names, VIEW)  # type: ignore[arg-type]
+    outcomes = []
+    for e in evs:
+        keys, args = script.call_args(entity, e.id, e.ts, e.data)
+        outcomes.append(Outcome(int(script.script(keys=keys, args=args))))  # type: ignore[arg-type]
+    return entity, outcomes
+
+
+def _online(client: redis.Redis, names: Names, entity: str) -> OnlineVector:
+    return OnlineVector.from_hash(client.hgetall(feature_key(names, VIEW.name, entity)))  # type: ignore[arg-type]
+
+
+@settings(max_examples=120, deadline=None)
+@given(evs=events())
+def test_streamed_state_matches_brute_force(sync_redis: redis.Redis, names: Names, evs: list[Ev]) -> None:
+    entity, outcomes = _run(sync_redis, names, evs)
+    applied = accepted(evs, VIEW.lateness_ms)
+    assert outcomes.count(Outcome.APPLIED) == len(applied)
+    as_of = max(e.ts for e in applied)
+    want = brute_vector(VIEW, applied, as_of)
+    got = _online(sync_redis, names, entity)
+    assert set(got.values) == set(want)
+    for name, value in want.items():
+        assert close(got.values[name], value, 1e6), (name, got.values[name], value)
+        assert got.updated_ms[name] == as_of
+
+
+@settings(max_examples=40, deadline=None)
+@given(evs=events(max_size=25), data=st.data())
+def test_redelivery_and_replay_change_nothing(sync_redis: redis.Redis, names: Names, evs: list[Ev], data: st.DataObject) -> None:
+    entity, _ = _run(sync_redis, names, evs)
+    before = _online(sync_redis, names, entity)
+    again = data.draw(st.lists(st.sampled_from(evs), max_size=10))
+    script = ViewScript(sync_redis, names, VIEW)  # type: ignore[arg-type]
+    for e in again:
+        keys, args = script.call_args(entity, e.id, e.ts, e.data)
+        assert int(script.script(keys=keys, args=args)) in (Outcome.DUPLICATE, Outcome.LATE)  # type: ignore[arg-type]
+    assert _online(sync_redis, names, entity) == before
+
+
+def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names) -> None:
+    entity, _ = _run(sync_redis, names, [Ev("a", 100, {"amount": 1.0, "merchant": "m", "country": "FR"})])
+    for suffix in ("", ":ids", ":d:merchant", ":d:country"):
+        key = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}{suffix}"
+        assert 0 < sync_redis.pttl(key) <= VIEW.ttl_ms, key
+    assert 0 < sync_redis.pttl(feature_key(names, VIEW.name, entity)) <= VIEW.ttl_ms
+
+
+def test_old_buckets_are_dropped(sync_redis: redis.Redis, names: Names) -> None:
+    evs = [Ev(f"e{i}", 1000 + 3 * i, {"amount": 1.0}) for i in range(200)]
+    entity, _ = _run(sync_redis, names, evs)
+    state = sync_redis.hgetall(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}")
+    bucket_fields = [k for k in state if b":" in k]
+    # at most one window's worth of buckets per window (4 + 3 + 1 windows of buckets)
+    assert len(bucket_fields) <= 4 + 3 + 1
+    assert sync_redis.zcard(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}:ids") <= VIEW.lateness_ms // 3 + 1
+
+
+def test_fraud_views_render() -> None:
+    for view in load_views(None).values():
+        assert f"view {view.name} v{view.version}" in render_lua(view)
