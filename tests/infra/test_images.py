@@ -1,0 +1,121 @@
+"""The Dockerfiles and the entry point they share (no Docker engine needed)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.infra.inventory import INFRA, ROOT, SERVICES, has_entry_point
+
+ENTRY = INFRA / "docker" / "rtml-service.sh"
+
+
+def instructions(dockerfile: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    found = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            found.append((keyword.upper(), rest.strip()))
+    return found
+
+
+def final_stage(dockerfile: Path) -> list[tuple[str, str]]:
+    steps = instructions(dockerfile)
+    last_from = max(i for i, (keyword, _) in enumerate(steps) if keyword == "FROM")
+    return steps[last_from:]
+
+
+def copy_sources(steps: list[tuple[str, str]]) -> list[str]:
+    sources = []
+    for keyword, rest in steps:
+        if keyword == "COPY" and "--from=" not in rest:
+            parts = [part for part in rest.split() if not part.startswith("--")]
+            sources.extend(parts[:-1])
+    return sources
+
+
+def ignored(path: str, patterns: list[str]) -> bool:
+    """Docker's .dockerignore: the last matching pattern wins; ``!`` re-includes."""
+    verdict = False
+    for pattern in patterns:
+        negate = pattern.startswith("!")
+        glob = pattern[1:] if negate else pattern
+        if fnmatch.fnmatch(path, glob) or fnmatch.fnmatch(path, glob.rstrip("*").rstrip("/")):
+            verdict = not negate
+    return verdict
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
+def test_image_is_multi_stage_non_root_and_runs_the_entry_point(name: str) -> None:
+    dockerfile = INFRA / name
+    steps = instructions(dockerfile)
+    assert sum(keyword == "FROM" for keyword, _ in steps) >= 2, "build and runtime stages"
+    final = final_stage(dockerfile)
+    users = [rest for keyword, rest in final if keyword == "USER"]
+    assert users, "the runtime stage sets no USER, so it runs as root"
+    user = users[-1].split(":")[0]
+    assert user not in {"root", "0"}, f"runs as {user}"
+    entrypoint = [rest for keyword, rest in final if keyword == "ENTRYPOINT"]
+    assert entrypoint == ['["rtml-service"]']
+    assert any("infra/docker/rtml-service.sh /usr/local/bin/rtml-service" in rest for _, rest in final)
+    patterns = [
+        line.strip() for line in (INFRA / f"{name}.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]  # fmt: skip
+    for source in copy_sources(steps):
+        assert (ROOT / source).exists() or source == "rtml/", f"COPY {source}: not in the repository"
+        assert not ignored(source.rstrip("/"), patterns), f"COPY {source}: excluded by {name}.dockerignore"
+    assert ignored(".venv", patterns) and ignored("tests", patterns)
+
+
+def test_cpu_image_uses_a_slim_python_and_only_runtime_dependencies() -> None:
+    text = (INFRA / "Dockerfile").read_text()
+    assert re.search(r"ARG PYTHON_IMAGE=python:3\.1[1-9]-slim", text)
+    assert "['project']['dependencies']" in text  # not optional-dependencies (dev, loadtest, gpu)
+
+
+def test_gpu_image_is_nvidias_tensorrt_image_with_pycuda() -> None:
+    text = (INFRA / "Dockerfile.gpu").read_text()
+    assert re.search(r"ARG TENSORRT_IMAGE=nvcr\.io/nvidia/tensorrt:\d\d\.\d\d-py3", text)
+    assert "pycuda" in text and "import tensorrt" in text
+    assert instructions(INFRA / "Dockerfile.gpu")[-1] == ("CMD", '["inference"]')
+
+
+def run_entry(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["sh", str(ENTRY), *args], capture_output=True, text=True, timeout=60, env=env, check=False)
+
+
+def test_entry_point_knows_exactly_the_five_services() -> None:
+    case = re.search(r"^\s*([a-z |]+)\)\s*$", ENTRY.read_text(), re.MULTILINE)
+    assert case is not None
+    assert {name.strip() for name in case.group(1).split("|")} == set(SERVICES)
+    refused = run_entry("nonsense")
+    assert refused.returncode == 64 and "unknown service 'nonsense'" in refused.stderr
+    assert run_entry().returncode == 64
+    assert run_entry("--help").returncode == 0
+
+
+@pytest.mark.parametrize("service", sorted(SERVICES))
+def test_entry_point_starts_the_real_service_module(service: str) -> None:
+    if not has_entry_point(service):
+        pytest.skip(f"services/{service}/__main__.py is not written yet")
+    # A bad namespace makes the service's settings refuse to start: proof the entry point reached
+    # services/<name>/__main__.py without needing servers or a port.
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(ROOT),
+        "RTML_NAMESPACE": "Not-A-Namespace",
+    }
+    result = run_entry(service, env=env)
+    assert result.returncode != 0
+    assert "RTML_NAMESPACE" in result.stdout + result.stderr
