@@ -165,7 +165,9 @@ async def test_quiet_candidate_holds_then_pause_resume_abort(
         rollout = await r.json()
     base = f"/models/{MODEL}/rollouts/{rollout['id']}"
     seen = len(monitor.requests)
-    while len(monitor.requests) < seen + 10:  # ten checks of too little traffic
+    for _ in range(400):  # wait for ten checks of too little traffic
+        if len(monitor.requests) >= seen + 10:
+            break
         await asyncio.sleep(0.05)
     async with http.get(base) as r:
         held = await r.json()
