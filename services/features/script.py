@@ -313,7 +313,7 @@ class ViewScript:
         keys, args = self.call_args(entity, event_id, ts, data)
         return Outcome(int(await self.script(keys=keys, args=args, client=client)))
 
-    def enqueue(self, pipe: Any, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> None:
-        """Add the call to a pipeline; its result is the :class:`Outcome` code."""
+    async def enqueue(self, pipe: Any, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> None:
+        """Queue the call on a pipeline (nothing is sent); its result is the :class:`Outcome` code."""
         keys, args = self.call_args(entity, event_id, ts, data)
-        self.script(keys=keys, args=args, client=pipe)
+        await self.script(keys=keys, args=args, client=pipe)

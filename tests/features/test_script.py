@@ -60,7 +60,9 @@ def test_streamed_state_matches_brute_force(sync_redis: redis.Redis, names: Name
 
 @settings(max_examples=40, deadline=None)
 @given(evs=events(max_size=25), data=st.data())
-def test_redelivery_and_replay_change_nothing(sync_redis: redis.Redis, names: Names, evs: list[Ev], data: st.DataObject) -> None:
+def test_redelivery_and_replay_change_nothing(
+    sync_redis: redis.Redis, names: Names, evs: list[Ev], data: st.DataObject
+) -> None:
     entity, _ = _run(sync_redis, names, evs)
     before = _online(sync_redis, names, entity)
     again = data.draw(st.lists(st.sampled_from(evs), max_size=10))

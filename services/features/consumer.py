@@ -1,0 +1,111 @@
+"""A durable JetStream pull consumer that acks a batch only once its writes are durable.
+
+A failed write (Redis or Postgres down) is retried with exponential backoff on the
+same batch, without acking, until it succeeds or the service stops; nothing is
+acked that was not stored, so a crash or a stop loses nothing (JetStream redelivers
+after ``ack_wait`` and every write is idempotent).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+import structlog
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import BadRequestError
+from prometheus_client import Counter
+
+log = structlog.get_logger(__name__)
+
+# A batch is parsed once (``prepare``: bad messages are counted and left out, since
+# redelivering them cannot help), then stored until the store succeeds (``store``).
+Prepare = Callable[[list[Msg]], Any]
+Store = Callable[[Any], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerSpec:
+    stream: str
+    durable: str
+    subject: str
+    batch_size: int
+    fetch_timeout_s: float
+    ack_wait_s: float
+    retry_max_s: float
+
+
+class BatchConsumer:
+    """Fetch, prepare the batch, store it until that succeeds, then ack every message."""
+
+    def __init__(
+        self, js: JetStreamContext, spec: ConsumerSpec, prepare: Prepare, store: Store, write_failures: Counter
+    ) -> None:
+        self.js = js
+        self.spec = spec
+        self.prepare = prepare
+        self.store = store
+        self.write_failures = write_failures
+        self.retrying = False
+        self._sub: JetStreamContext.PullSubscription | None = None
+
+    async def ensure(self) -> None:
+        """Create the durable consumer (an existing one with another config is kept, with a warning)."""
+        config = ConsumerConfig(
+            durable_name=self.spec.durable,
+            filter_subject=self.spec.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.spec.ack_wait_s,
+            max_ack_pending=max(10_000, 4 * self.spec.batch_size),
+        )
+        try:
+            await self.js.add_consumer(self.spec.stream, config)
+        except BadRequestError as error:
+            log.warning("consumer_config_kept", durable=self.spec.durable, error=str(error))
+        self._sub = await self.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+
+    async def pending(self) -> int:
+        """Messages not yet delivered plus those delivered and not acked."""
+        info = await self.js.consumer_info(self.spec.stream, self.spec.durable)
+        return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self._sub is None:
+            await self.ensure()
+        assert self._sub is not None
+        while not stop.is_set():
+            try:
+                msgs = await self._sub.fetch(self.spec.batch_size, timeout=self.spec.fetch_timeout_s)
+            except nats.errors.TimeoutError:
+                continue
+            if not await self._until_stored(self.prepare(msgs), stop):
+                return  # stopping with the batch unstored: it is redelivered later
+            for msg in msgs:
+                await msg.ack()
+
+    async def _until_stored(self, batch: Any, stop: asyncio.Event) -> bool:
+        delay = 0.05
+        while True:
+            try:
+                await self.store(batch)
+            except Exception as error:
+                self.retrying = True
+                self.write_failures.inc()
+                log.warning("batch_store_failed", durable=self.spec.durable, error=repr(error), retry_in_s=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), timeout=delay)
+                if stop.is_set():
+                    return False
+                delay = min(delay * 2, self.spec.retry_max_s)
+                continue
+            if self.retrying:
+                log.info("batch_store_recovered", durable=self.spec.durable)
+            self.retrying = False
+            return True

@@ -1,0 +1,91 @@
+"""The online store: the streaming writer over every view, and the batch reader behind ``features.get``."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from services.features.script import Outcome, ViewScript
+from services.features.views import FeatureView
+from shared.messages import Event
+from shared.online import read_online_features
+from shared.subjects import Names
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """What one (event, view) call did."""
+
+    view: str
+    ts: int
+    outcome: Outcome
+
+
+class OnlineWriter:
+    """Applies events to every view reading their type, many calls per pipelined round trip."""
+
+    def __init__(self, client: aioredis.Redis, names: Names, views: Mapping[str, FeatureView]) -> None:
+        self.client = client
+        self.by_source: dict[str, list[ViewScript]] = {}
+        for view in views.values():
+            self.by_source.setdefault(view.source, []).append(ViewScript(client, names, view))
+
+    async def apply(self, events: Sequence[Event]) -> list[Applied]:
+        """Apply ``events`` in order; each call is atomic and idempotent on the event id."""
+        calls: list[tuple[str, int]] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for event in events:
+                for script in self.by_source.get(event.type, ()):
+                    entity = script.view.entity_of(event.entity, event.data)
+                    if entity is None:
+                        continue
+                    await script.enqueue(pipe, entity, event.id, event.ts, event.data)
+                    calls.append((script.view.name, event.ts))
+            if not calls:
+                return []
+            results = await pipe.execute()
+        return [Applied(view, ts, Outcome(int(code))) for (view, ts), code in zip(calls, results, strict=True)]
+
+
+async def read_vectors(
+    client: aioredis.Redis,
+    names: Names,
+    views: Sequence[FeatureView],
+    entities: Sequence[str],
+    *,
+    now_ms: int,
+) -> list[dict[str, Any]]:
+    """Each (entity, view) vector with defaults for what is unknown and per-feature freshness.
+
+    Freshness is ``now - t`` in ms, where ``t`` is the event time the value is as of;
+    ``None`` for a default (nothing seen).
+    """
+    wanted = [(view.name, entity) for entity in entities for view in views]
+    stored = await read_online_features(client, names, wanted)
+    out: list[dict[str, Any]] = []
+    position = 0
+    for entity in entities:
+        for view in views:
+            vector = stored[position]
+            position += 1
+            features: dict[str, float] = {}
+            freshness: dict[str, int | None] = {}
+            for feature in view.features:
+                value = vector.values.get(feature.name)
+                updated = vector.updated_ms.get(feature.name)
+                features[feature.name] = feature.default if value is None else value
+                freshness[feature.name] = None if updated is None or value is None else now_ms - updated
+            out.append(
+                {
+                    "entity": entity,
+                    "view": view.name,
+                    "version": view.version,
+                    "found": bool(vector.values),
+                    "features": features,
+                    "freshness_ms": freshness,
+                }
+            )
+    return out

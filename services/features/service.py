@@ -1,0 +1,229 @@
+"""The features service: streams normalized events into window state and both stores.
+
+Workers: ``norm`` consumes ``<ns>.norm.>`` (online update + offline log), ``labels``
+consumes ``<ns>.labels.>`` (offline log), ``lag`` polls both consumers' backlog.
+Endpoint: ``<ns>.features.get`` answers feature vectors for a batch of entities.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import asyncpg
+import redis.asyncio as aioredis
+import structlog
+from nats.aio.msg import Msg
+from prometheus_client import Counter, Gauge, Histogram
+from redis.exceptions import RedisError
+
+from services.features import offline
+from services.features.consumer import BatchConsumer, ConsumerSpec
+from services.features.online import OnlineWriter, read_vectors
+from services.features.script import Outcome
+from services.features.settings import FeaturesSettings
+from services.features.views import FeatureView
+from shared.codec import decode
+from shared.db import open_pool
+from shared.errors import BadRequest, NotFound, ServiceError, Unavailable
+from shared.messages import Event, Label
+from shared.online import open_redis
+from shared.runtime import Endpoint, Request, Service, Worker
+
+log = structlog.get_logger(__name__)
+
+FRESHNESS_BUCKETS_S = (
+    0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+
+
+def _ingested_ms(msg: Msg) -> tuple[int, int]:
+    """The stream sequence and the time the message was stored in the stream (ms)."""
+    meta = msg.metadata
+    return meta.sequence.stream, int(meta.timestamp.timestamp() * 1000)
+
+
+@dataclass
+class EventBatch:
+    events: list[Event] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+
+
+class FeaturesService(Service):
+    name: ClassVar[str] = "features"
+
+    def __init__(self, settings: FeaturesSettings, views: Mapping[str, FeatureView]) -> None:
+        super().__init__(settings.common)
+        self.settings = settings
+        self.views = dict(views)
+        self.redis: aioredis.Redis
+        self.pool: asyncpg.Pool
+        self.writer: OnlineWriter
+        self.consumers: dict[str, BatchConsumer] = {}
+        self.pending: dict[str, int] = {}
+        m = self.metrics
+        self.events_total = Counter(
+            m.name("events_total"), "Event applications per view by outcome (applied, duplicate, late)",
+            ["view", "outcome"], registry=m.registry,
+        )  # fmt: skip
+        self.freshness = Histogram(
+            m.name("freshness_seconds"), "Event time to online visibility, per view",
+            ["view"], buckets=FRESHNESS_BUCKETS_S, registry=m.registry,
+        )  # fmt: skip
+        self.pending_gauge = Gauge(
+            m.name("consumer_pending"), "Messages not yet acked by a consumer", ["consumer"], registry=m.registry
+        )
+        self.write_failures = Counter(
+            m.name("store_failures_total"), "Batches whose store failed (retried)", ["consumer"], registry=m.registry
+        )
+        self.offline_rows = Counter(
+            m.name("offline_rows_total"), "Rows copied to the offline store", ["table"], registry=m.registry
+        )
+        self.bad_messages = Counter(
+            m.name("bad_messages_total"), "Messages dropped as malformed", ["consumer"], registry=m.registry
+        )
+
+    # Resources ------------------------------------------------------------
+    async def setup(self, stack: AsyncExitStack) -> None:
+        self.redis = await stack.enter_async_context(open_redis(self.common.redis_url))
+        self.pool = await stack.enter_async_context(
+            open_pool(self.common.database_url, schema=self.names.schema, max_size=4)
+        )
+        await offline.ensure_tables(self.pool)
+        await offline.register_views(self.pool, self.views.values())
+        self.writer = OnlineWriter(self.redis, self.names, self.views)
+        s = self.settings
+
+        def spec(flow: str, purpose: str) -> ConsumerSpec:
+            return ConsumerSpec(
+                stream=self.names.stream(flow),
+                durable=self.names.consumer("features", purpose),
+                subject=f"{self.names.namespace}.{flow}.>",
+                batch_size=s.batch_size,
+                fetch_timeout_s=s.fetch_timeout_s,
+                ack_wait_s=s.ack_wait_s,
+                retry_max_s=s.retry_max_s,
+            )
+
+        self.consumers = {
+            "norm": BatchConsumer(
+                self.js, spec("norm", "norm"), self._prepare_events, self._store_events,
+                self.write_failures.labels("norm"),
+            ),
+            "labels": BatchConsumer(
+                self.js, spec("labels", "labels"), self._prepare_labels, self._store_labels,
+                self.write_failures.labels("labels"),
+            ),
+        }  # fmt: skip
+        for consumer in self.consumers.values():
+            await consumer.ensure()
+        log.info("features_views", views={v.name: v.version for v in self.views.values()})
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        return [Endpoint("get", self.names.features_get, self.get_features)]
+
+    def workers(self) -> Mapping[str, Worker]:
+        return {"norm": self.consumers["norm"].run, "labels": self.consumers["labels"].run, "lag": self._watch_lag}
+
+    async def check_ready(self) -> str | None:
+        for name, pending in self.pending.items():
+            if pending > self.settings.max_lag_msgs:
+                return f"consumer {name} is {pending} messages behind (bound {self.settings.max_lag_msgs})"
+        return None
+
+    # Events ---------------------------------------------------------------
+    def _prepare_events(self, msgs: list[Msg]) -> EventBatch:
+        batch = EventBatch()
+        for msg in msgs:
+            try:
+                event = Event.from_dict(decode(msg.data))
+            except ServiceError as error:
+                self.bad_messages.labels("norm").inc()
+                log.warning("bad_event_dropped", subject=msg.subject, error=error.message)
+                continue
+            seq, ingested = _ingested_ms(msg)
+            batch.events.append(event)
+            batch.rows.append(
+                (event.id, event.type, event.entity, event.ts, seq, ingested, json.dumps(event.data, default=str))
+            )
+        return batch
+
+    async def _store_events(self, batch: EventBatch) -> None:
+        if not batch.events:
+            return
+        _, applied = await asyncio.gather(offline.write_events(self.pool, batch.rows), self.writer.apply(batch.events))
+        now_ms = time.time() * 1000
+        self.offline_rows.labels("features_events").inc(len(batch.rows))
+        counts: dict[tuple[str, Outcome], int] = {}
+        for item in applied:
+            counts[(item.view, item.outcome)] = counts.get((item.view, item.outcome), 0) + 1
+            if item.outcome == Outcome.APPLIED:
+                self.freshness.labels(item.view).observe(max(0.0, (now_ms - item.ts) / 1000))
+        for (view, outcome), count in counts.items():
+            self.events_total.labels(view, outcome.name.lower()).inc(count)
+
+    # Labels ---------------------------------------------------------------
+    def _prepare_labels(self, msgs: list[Msg]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = []
+        for msg in msgs:
+            try:
+                label = Label.from_dict(decode(msg.data))
+            except ServiceError as error:
+                self.bad_messages.labels("labels").inc()
+                log.warning("bad_label_dropped", subject=msg.subject, error=error.message)
+                continue
+            seq, ingested = _ingested_ms(msg)
+            label_type = msg.subject.rsplit(".", 1)[-1]
+            event_id = label.event_id or f"{label.id}@{label.ts}"
+            rows.append((event_id, label.id, label_type, label.label, label.ts, seq, ingested))
+        return rows
+
+    async def _store_labels(self, rows: list[tuple[Any, ...]]) -> None:
+        await offline.write_labels(self.pool, rows)
+        self.offline_rows.labels("features_labels").inc(len(rows))
+
+    # Lag ------------------------------------------------------------------
+    async def _watch_lag(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            for name, consumer in self.consumers.items():
+                try:
+                    pending = await consumer.pending()
+                except Exception as error:  # NATS away: keep the last figure, try again next tick
+                    log.debug("lag_poll_failed", consumer=name, error=repr(error))
+                    continue
+                self.pending[name] = pending
+                self.pending_gauge.labels(name).set(pending)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.settings.lag_poll_s)
+
+    # Online read ----------------------------------------------------------
+    async def get_features(self, request: Request) -> dict[str, Any]:
+        """``{"entities": [str], "views": [str]?}`` -> ``{"now_ms", "vectors": [...]}`` (all views by default)."""
+        body = request.payload()
+        entities = body.get("entities")
+        if not isinstance(entities, list) or not entities:
+            raise BadRequest("field 'entities' must be a non-empty list of strings")
+        if len(entities) > self.settings.max_entities:
+            raise BadRequest(f"at most {self.settings.max_entities} entities per request, got {len(entities)}")
+        if not all(isinstance(e, str) and e for e in entities):
+            raise BadRequest("field 'entities' must hold non-empty strings")
+        names = body.get("views", list(self.views))
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise BadRequest("field 'views' must be a non-empty list of view names")
+        unknown = [n for n in names if n not in self.views]
+        if unknown:
+            raise NotFound(f"unknown view(s): {', '.join(unknown)}; known: {', '.join(sorted(self.views))}")
+        now_ms = int(time.time() * 1000)
+        try:
+            vectors = await read_vectors(
+                self.redis, self.names, [self.views[n] for n in names], entities, now_ms=now_ms
+            )
+        except RedisError as error:
+            raise Unavailable(f"online store unavailable: {error}") from error
+        return {"now_ms": now_ms, "vectors": vectors}
