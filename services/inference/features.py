@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -22,13 +23,13 @@ from shared.registry import FeatureSpec
 Lookup = tuple[str, str]  # (view, entity)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Signature:
     """A model version's input columns."""
 
     specs: tuple[FeatureSpec, ...]
 
-    @property
+    @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(spec.name for spec in self.specs)
 
@@ -67,13 +68,12 @@ class Signature:
         [('card', 'c1'), ('merchant', 'm9'), ('card', 'c2')]
         """
         seen: dict[Lookup, None] = {}
+        groups = self._plan.online
         for entity, features in requests:
-            for spec in self.specs:
-                if spec.source != "online" or spec.view is None:
-                    continue
-                key = self.entity_for(spec, entity, features)
+            for view, entity_from, _ in groups:
+                key = entity if entity_from is None else features.get(entity_from)
                 if key is not None:
-                    seen.setdefault((spec.view, key), None)
+                    seen[(view, str(key))] = None
         return list(seen)
 
     def assemble(
@@ -86,20 +86,48 @@ class Signature:
         ``online`` is ``None`` when the online store could not be read: every online
         value then takes its default.
         """
+        plan = self._plan
         matrix = np.empty((len(requests), self.width), dtype=np.float32)
         degraded = [False] * len(requests)
         for row, (entity, features) in enumerate(requests):
-            for column, spec in enumerate(self.specs):
-                value: float | None = None
-                if spec.source == "request":
-                    raw = features.get(spec.name)
-                    value = None if raw is None else float(raw)
-                elif online is not None and spec.view is not None:
-                    key = self.entity_for(spec, entity, features)
-                    vector = None if key is None else online.get((spec.view, key))
-                    value = None if vector is None else vector.values.get(spec.online_field)
-                if value is None:
-                    value = spec.default
-                    degraded[row] = True
-                matrix[row, column] = value
+            values = matrix[row]
+            missing = False
+            for column, name, default in plan.request:
+                raw = features.get(name)
+                if raw is None:
+                    values[column] = default
+                    missing = True
+                else:
+                    values[column] = float(raw)
+            for view, entity_from, columns in plan.online:
+                vector = None
+                if online is not None:
+                    key = entity if entity_from is None else features.get(entity_from)
+                    vector = None if key is None else online.get((view, str(key)))
+                found = {} if vector is None else vector.values
+                for column, field_name, default in columns:
+                    value = found.get(field_name)
+                    if value is None:
+                        values[column] = default
+                        missing = True
+                    else:
+                        values[column] = value
+            degraded[row] = missing
         return matrix, degraded
+
+    @cached_property
+    def _plan(self) -> _Plan:
+        request = [(i, s.name, s.default) for i, s in enumerate(self.specs) if s.source == "request"]
+        groups: dict[tuple[str, str | None], list[tuple[int, str, float]]] = {}
+        for i, spec in enumerate(self.specs):
+            if spec.source == "online" and spec.view is not None:
+                groups.setdefault((spec.view, spec.entity_from), []).append((i, spec.online_field, spec.default))
+        return _Plan(request, [(view, entity_from, cols) for (view, entity_from), cols in groups.items()])
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Columns grouped for assembly: request inputs, and online inputs per (view, entity key source)."""
+
+    request: list[tuple[int, str, float]]
+    online: list[tuple[str, str | None, list[tuple[int, str, float]]]]

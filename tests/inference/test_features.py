@@ -81,3 +81,12 @@ def test_wrong_feature_types_are_refused() -> None:
     with pytest.raises(BadRequest, match="'merchant' names an entity"):
         SIGNATURE.check({"merchant": 1.5})
     SIGNATURE.check({"amount": 3, "merchant": "m1", "unused": "text"})
+
+
+def test_log_entries_are_prediction_records_on_the_wire() -> None:
+    from services.inference.predlog import LogEntry
+    from shared.messages import PredictionRecord
+
+    entry = LogEntry("r1", "m", 2, "shadow", "c1", 0.25, True, 900, ("a", "b"), np.array([1.5, 2.0], np.float32),
+                     timings_us={"total": 900})  # fmt: skip
+    assert PredictionRecord.from_dict(entry.to_wire()) == entry.record()
