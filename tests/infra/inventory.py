@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import importlib
 import json
 import re
 import shutil
@@ -145,6 +147,28 @@ def variables_read(service: str, env: Mapping[str, str]) -> set[str]:
     for path in service_sources(service):
         spelled |= set(re.findall(r"\bRTML_[A-Z0-9_]+\b", path.read_text()))
     return recorder.read | spelled
+
+
+def validate_service_settings(service: str, env: Mapping[str, str]) -> object | None:
+    """Build the service's own settings (``services/<name>/settings.py``) from ``env``; None if it has none.
+
+    Raises the service's ``SettingsError`` when a value the manifests set is invalid.
+    """
+    try:
+        module = importlib.import_module(f"services.{service}.settings")
+    except ModuleNotFoundError:
+        return None
+    for value in vars(module).values():
+        if (
+            isinstance(value, type)
+            and dataclasses.is_dataclass(value)
+            and value.__module__ == module.__name__
+            and "common" in {field.name for field in dataclasses.fields(value)}
+            and hasattr(value, "from_env")
+        ):
+            built: object = value.from_env(env)
+            return built
+    return None
 
 
 def render_overlay(name: str) -> list[dict[str, Any]] | None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from shared.settings import CommonSettings
-from tests.infra.inventory import INFRA, SERVICES, compose, has_entry_point, variables_read
+from tests.infra.inventory import INFRA, SERVICES, compose, has_entry_point, validate_service_settings, variables_read
 
 _INTERPOLATION = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
@@ -72,6 +72,7 @@ def test_service_runs_its_entry_point_with_settings_it_reads(service: str) -> No
     settings = CommonSettings.from_env(env, service=service, default_http_port=SERVICES[service])
     assert settings.http_port == SERVICES[service]
     assert settings.http_host == "0.0.0.0"
+    validate_service_settings(service, env)
     unread = set(env) - variables_read(service, env)
     assert not unread, f"{service} sets {sorted(unread)}, which no settings of {service} read"
     assert f":{SERVICES[service]}/readyz" in " ".join(spec["healthcheck"]["test"])

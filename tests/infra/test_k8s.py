@@ -19,6 +19,7 @@ from tests.infra.inventory import (
     has_entry_point,
     load_documents,
     render_overlay,
+    validate_service_settings,
     variables_read,
     yaml_files,
 )
@@ -184,6 +185,13 @@ def test_the_checks_catch_broken_manifests() -> None:
     assert "ScaledObject features watches rtml_norm/rtml_features_other" in problems
 
 
+def test_service_settings_validation_is_not_vacuous() -> None:
+    if validate_service_settings("inference", {}) is None:
+        pytest.skip("services/inference/settings.py is not written yet")
+    with pytest.raises(ValueError, match="RTML_INFERENCE_BACKEND"):
+        validate_service_settings("inference", {"RTML_INFERENCE_BACKEND": "abacus"})
+
+
 def test_every_yaml_file_parses() -> None:
     files = yaml_files()
     assert len(files) >= 15
@@ -255,6 +263,7 @@ def test_environment_is_read_by_the_settings(overlay: str) -> None:
     for name, deployment in service_deployments(docs).items():
         env = container_env(docs, deployment)
         CommonSettings.from_env(env, service=name, default_http_port=SERVICES[name])  # valid values
+        validate_service_settings(name, env)
         unread = set(env) - variables_read(name, env)
         assert not unread, f"{overlay}: {name} sets {sorted(unread)}, which no settings of {name} read"
 
