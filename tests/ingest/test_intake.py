@@ -12,6 +12,7 @@ import msgpack
 import pytest
 from nats.aio.client import Client
 
+from services.ingest.client import EventClient
 from services.ingest.dlq import DELIVERIES, MESSAGE, REASON
 from services.ingest.reasons import Reason
 from services.ingest.service import IngestService
@@ -107,3 +108,27 @@ def test_settings_defaults_are_the_documented_ones() -> None:
         common=CommonSettings(http_port=8101)
     )
     assert defaults.common.http_port == 8101
+
+
+async def test_client_sdk(service: IngestService, nc: Client, names: Names) -> None:
+    client = EventClient(nc.jetstream(), names, max_pending=8)
+    data = {"merchant": "m-9", "amount": 5, "currency": "usd", "country": "us", "channel": "pos"}
+    first = await client.publish_event("transaction", "card-9", data)
+    ids = [await client.publish_event("transaction", "card-9", data, wait=False) for _ in range(20)]
+    ids.append(await client.publish_event("label", "card-9", {"id": first, "label": 0}, id="sdk-label", wait=False))
+    assert client.pending <= 8
+    await client.flush()
+    assert client.pending == 0 and len(set(ids)) == 21 and ids[-1] == "sdk-label"
+    with pytest.raises(ValueError, match="event type"):
+        await client.publish_event("bad.type", "x", {})
+    js = nc.jetstream()
+    wanted = {first, *ids[:-1]}
+    for _ in range(200):
+        normalized = await read_stream(js, names.stream("norm"), subject=names.norm("transaction"))
+        if wanted <= {msgpack.unpackb(m.data)["id"] for m in normalized}:
+            break
+        await asyncio.sleep(0.05)
+    assert wanted <= {msgpack.unpackb(m.data)["id"] for m in normalized}
+    labels = await read_stream(js, names.stream("labels"), subject=names.labels("label"))
+    assert any(msgpack.unpackb(m.data) == {"id": first, "label": 0.0, "ts": msgpack.unpackb(m.data)["ts"],
+                                           "event_id": "sdk-label"} for m in labels)  # fmt: skip
