@@ -258,7 +258,9 @@ class RolloutStore:
                     connection, rollout_id=rollout.id, revision=revision, now_ms=now_ms, event=event,
                     progress=progress, actor=actor,
                 )  # fmt: skip
-                await connection.execute("SELECT pg_notify($1, $2)", self.notify_channel, rollout.id)
+                if actor != "controller":
+                    # Wake the leader for an admin's transition; its own would cut the check interval short.
+                    await connection.execute("SELECT pg_notify($1, $2)", self.notify_channel, rollout.id)
         return _row(row)
 
     async def mark_published(self, rollout: Rollout, *, now_ms: int, detail: dict[str, Any]) -> None:
