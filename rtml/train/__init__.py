@@ -1,0 +1,1 @@
+"""Training: a point-in-time export in, a verified ONNX model with its reference profile registered out."""

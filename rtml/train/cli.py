@@ -1,0 +1,119 @@
+"""``rtml train``: fit a model on a point-in-time export and register it as a new version.
+
+Examples::
+
+    rtml train --model fraud --export training.parquet --since 2026-01-01 --until 2026-01-08
+    rtml train --export training.csv --kind logreg --no-register --out fraud.onnx
+    rtml train --export training.csv --rollout-url http://127.0.0.1:8105   # through the rollout API
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rtml.train import registration
+from rtml.train.dataset import DatasetError
+from rtml.train.model import KINDS, ExportMismatch
+from rtml.train.pipeline import TrainConfig, train
+from shared.errors import ServiceError
+from shared.settings import CommonSettings, SettingsError
+
+
+def parse_time_ms(text: str) -> int:
+    """Epoch milliseconds, or an ISO 8601 time (UTC when no offset is given).
+
+    >>> parse_time_ms("1767225600000"), parse_time_ms("2026-01-01")
+    (1767225600000, 1767225600000)
+    """
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch ms nor an ISO 8601 time") from error
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "train",
+        help="train a model on a features export, export it to ONNX and register it",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", default="fraud")
+    parser.add_argument("--export", type=Path, required=True, help="point-in-time export (.csv or .parquet)")
+    parser.add_argument("--since", type=parse_time_ms, help="first event time included (ISO 8601 or epoch ms)")
+    parser.add_argument("--until", type=parse_time_ms, help="event times before this are included")
+    parser.add_argument("--kind", choices=KINDS, default="mlp")
+    parser.add_argument("--holdout", type=float, default=0.2, help="latest share of rows held out (by time)")
+    parser.add_argument("--threshold", type=float, help="decision threshold (default: best F1 on training rows)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--feature", action="append", default=[], help="feature column (repeat; default: all)")
+    parser.add_argument(
+        "--entity-from", action="append", default=[], metavar="VIEW=FIELD", help="request field keying an online view"
+    )
+    parser.add_argument("--description", default="")
+    parser.add_argument("--out", type=Path, help="also write the ONNX file here")
+    parser.add_argument("--no-register", action="store_true", help="train and evaluate only")
+    parser.add_argument("--rollout-url", help="register through the rollout REST API instead of the registry directly")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = CommonSettings.from_env(os.environ, service="train", default_http_port=0)
+        entity_from = dict(item.partition("=")[::2] for item in args.entity_from)
+        if any(not view or not name for view, name in entity_from.items()):
+            raise ValueError("--entity-from takes VIEW=FIELD")
+        config = TrainConfig(
+            export=args.export,
+            model=args.model,
+            kind=args.kind,
+            since_ms=args.since,
+            until_ms=args.until,
+            holdout_fraction=args.holdout,
+            threshold=args.threshold,
+            seed=args.seed,
+            features=tuple(args.feature),
+            entity_from=entity_from,
+            description=args.description,
+        )
+        result = train(config)
+    except (SettingsError, DatasetError, ExportMismatch, ValueError) as error:
+        print(f"rtml train: {error}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        args.out.write_bytes(result.artifact)
+    summary: dict[str, object] = {
+        "model": args.model,
+        "sha256": result.sha256,
+        "train_rows": result.train_rows,
+        "holdout_rows": result.holdout_rows,
+        "threshold": result.metadata.threshold,
+        "holdout": result.holdout,
+        "max_onnx_error": result.max_onnx_error,
+    }
+    if not args.no_register:
+        try:
+            if args.rollout_url:
+                body = asyncio.run(
+                    registration.register_via_rollout(args.rollout_url, settings.admin_token, args.model, result)
+                )
+                summary["version"] = body.get("version")
+            else:
+                summary["version"] = asyncio.run(registration.register(settings, args.model, result)).version
+        except (ServiceError, ConnectionError, RuntimeError, OSError) as error:
+            print(f"rtml train: registration failed: {error}", file=sys.stderr)
+            print(json.dumps(summary))
+            return 1
+    print(json.dumps(summary))
+    return 0
