@@ -5,14 +5,18 @@ and deviation; every category of a categorical feature as the indicator of that
 category, standardized by its training share; the error rate (one-sided: only a
 rise matters) once labels arrive.
 
-False-alarm control is for the family, not per feature: with ``S`` one-sided
-detectors in the bank and a budget of ``family_alpha`` expected false alarms over
-``horizon_events`` events, each side gets a threshold whose in-control average
-run length is ``S * horizon_events / family_alpha`` (Bonferroni on the alarm
-rate). Thresholds come from Siegmund's approximation with the increments' true
-law (:mod:`~services.monitor.detectors.calibration`), so a skewed rare-category
-indicator gets a higher threshold than a Gaussian feature. Adding features raises
-every threshold a little (logarithmically), which is the price of watching more.
+False-alarm control is for the family, not per feature: a budget of
+``family_alpha`` expected false alarms over ``horizon_events`` events is split
+evenly over the ``F`` watched features (the score and the error rate count as
+one each), and a feature's share evenly over its ``s`` one-sided detectors (2
+for a numeric feature, 2 per category, 1 for the error rate). Each side thus
+gets a threshold whose in-control average run length is
+``s * F * horizon_events / family_alpha`` (Bonferroni on the alarm rate), and
+the expected false alarms of the whole bank stay within the budget. Thresholds
+come from Siegmund's approximation with the increments' true law
+(:mod:`~services.monitor.detectors.calibration`), so a skewed rare-category
+indicator gets a higher threshold than a Gaussian feature. Adding features
+raises every threshold a little (logarithmically), the price of watching more.
 """
 
 from __future__ import annotations
@@ -133,19 +137,20 @@ class DetectorBank:
         self.config = config or BankConfig()
         numeric = dict(numeric or {})
         shares = {name: pool_rare(s, self.config.min_share) for name, s in (categorical or {}).items()}
-        sides = 2 * len(numeric) + 2 * sum(len(s) for s in shares.values()) + (1 if error_rate is not None else 0)
-        self.sides = sides
-        target = max(sides, 1) * self.config.horizon_events / self.config.family_alpha
-        self.target_run_length = target
+        self.sides = 2 * len(numeric) + 2 * sum(len(s) for s in shares.values()) + (1 if error_rate is not None else 0)
+        self.features = len(numeric) + len(shares) + (1 if error_rate is not None else 0)
+        per_feature = max(self.features, 1) * self.config.horizon_events / self.config.family_alpha
+        self.target_run_length = per_feature  # of a feature's detectors together
         k_mean = self.config.mean_shift_std / 2.0
         k_share = self.config.share_shift_std / 2.0
         self.numeric: dict[str, Cusum] = {}
         for name, (mean, std) in numeric.items():
-            h = _gaussian_h(k_mean, target)
+            h = _gaussian_h(k_mean, 2 * per_feature)
             self.numeric[name] = Cusum(mean=mean, std=std if std > 0 else 1e-9, k=k_mean, h=h)
         self.categorical: dict[str, dict[str, Cusum]] = {}
         for name, pooled in shares.items():
             detectors: dict[str, Cusum] = {}
+            target = 2 * len(pooled) * per_feature
             for category, share in pooled.items():
                 p = min(share, 1.0 - self.config.min_share)
                 detectors[category] = Cusum(
@@ -161,7 +166,9 @@ class DetectorBank:
             p = min(max(error_rate, 1e-3), 0.5)
             sd = math.sqrt(p * (1.0 - p))
             k_error = self.config.error_rate_shift / 2.0 / sd
-            self.error = Cusum(mean=p, std=sd, k=k_error, h=_bernoulli_h(p, k_error, target, True), h_down=math.inf)
+            self.error = Cusum(
+                mean=p, std=sd, k=k_error, h=_bernoulli_h(p, k_error, per_feature, True), h_down=math.inf
+            )
 
     def _alarm(self, feature: str, signal: str, detector: Cusum) -> Alarm:
         direction = detector.direction
