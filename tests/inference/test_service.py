@@ -214,3 +214,29 @@ async def test_a_deleted_policy_stops_the_model(
     with pytest.raises(ServiceError) as error:
         await predict(client, names, "lenient", {"entity": "a"})
     assert error.value.code == 404
+
+
+async def test_policy_switches_under_load_drop_nothing(
+    service: InferenceService, client: Client, names: Names, kv: Any
+) -> None:
+    state = service.table.get("fraud")
+    assert state is not None and state.policy.candidate is not None
+    stable, candidate = state.policy.stable, state.policy.candidate
+    revision = state.policy.revision
+
+    async def flip() -> None:
+        for i in range(1, 5):
+            await asyncio.sleep(0.05)
+            pick = candidate if i % 2 else stable
+            await apply_policy(kv, service, RoutingPolicy("fraud", stable=pick, revision=revision + i))
+
+    async def load() -> list[dict[str, Any]]:
+        replies = []
+        for start in range(0, 400, 50):
+            replies += await asyncio.gather(
+                *(predict(client, names, "fraud", {"entity": f"card_{i % 40}"}) for i in range(start, start + 50))
+            )
+        return replies
+
+    replies, _ = await asyncio.gather(load(), flip())
+    assert len(replies) == 400 and {r["version"] for r in replies} <= {stable, candidate}
