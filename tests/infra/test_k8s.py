@@ -140,7 +140,8 @@ def check_autoscaling(docs: list[dict[str, Any]], where: str) -> list[str]:
     problems: list[str] = []
     deployments = service_deployments(docs)
     names = Names(config_map(docs)["RTML_NAMESPACE"])
-    flows = {"ingest": "events", "features": "norm", "monitor": "predictions"}
+    # (stream flow, consumer purpose) each service reads; test_metrics_exported checks them on a live JetStream.
+    flows = {"ingest": ("events", "main"), "features": ("norm", "norm")}
     for name, scaled in by_kind(docs, "ScaledObject").items():
         target = scaled["spec"]["scaleTargetRef"]["name"]
         if target not in deployments:
@@ -150,7 +151,8 @@ def check_autoscaling(docs: list[dict[str, Any]], where: str) -> list[str]:
             if trigger["type"] != "nats-jetstream":
                 continue
             meta = trigger["metadata"]
-            expected = (names.stream(flows[target]), names.consumer(target))
+            flow, purpose = flows[target]
+            expected = (names.stream(flow), names.consumer(target, purpose))
             if (meta["stream"], meta["consumer"]) != expected:
                 problems.append(f"{where}: ScaledObject {name} watches {meta['stream']}/{meta['consumer']}, "
                                 f"the service uses {expected[0]}/{expected[1]}")  # fmt: skip

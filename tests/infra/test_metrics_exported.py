@@ -1,4 +1,5 @@
-"""Every rtml_* metric the dashboard, the rules and the HPA read is one a running service exports.
+"""Every rtml_* metric the dashboard, the rules and the HPA read is one a running service exports,
+and every JetStream consumer KEDA watches is one a running service creates.
 
 Each service with an entry point is started the way its container starts it
 (``python -m services.<name>``, with the compose file's environment for it) against
@@ -20,8 +21,17 @@ from dataclasses import dataclass
 import aiohttp
 import pytest
 
+from shared.bus import connect
 from shared.settings import CommonSettings
-from tests.infra.inventory import ROOT, SERVICES, compose, has_entry_point, service_of, used_metric_names
+from tests.infra.inventory import (
+    ROOT,
+    SERVICES,
+    base_documents,
+    compose,
+    has_entry_point,
+    service_of,
+    used_metric_names,
+)
 from tests.infra.promql import exported_names
 from tests.infra.test_compose import environment
 
@@ -107,3 +117,40 @@ async def test_metrics_infra_reads_are_exported(service: str, scraped: dict[str,
     wanted = {name for name in used_metric_names() if service_of(name) == service}
     missing = sorted(wanted - scrape.names)
     assert not missing, f"infra/ reads {missing}, which {service} does not export; it exports {sorted(scrape.names)}"
+
+
+@pytest.fixture(scope="module")
+async def consumers(settings: CommonSettings, scraped: dict[str, Scrape]) -> dict[str, set[str]]:
+    """Durable consumers per stream once the services have started (they outlive the processes)."""
+    found: dict[str, set[str]] = {}
+    async with connect(settings.nats_url, name="rtml-infra-tests") as nc:
+        js = nc.jetstream()
+        for name in await js.streams_info():
+            stream = name.config.name
+            if stream is not None and stream.startswith(f"{settings.namespace}_"):
+                found[stream] = {info.name for info in await js.consumers_info(stream)}
+    return found
+
+
+def test_keda_watches_consumers_the_services_create(
+    settings: CommonSettings, scraped: dict[str, Scrape], consumers: dict[str, set[str]]
+) -> None:
+    checked = 0
+    for doc in base_documents():
+        if doc["kind"] != "ScaledObject":
+            continue
+        target = doc["spec"]["scaleTargetRef"]["name"]
+        if target not in scraped:
+            continue
+        for trigger in doc["spec"]["triggers"]:
+            meta = trigger["metadata"]
+            # The manifests are written for RTML_NAMESPACE=rtml; this run uses a fresh namespace.
+            stream = settings.namespace + meta["stream"].removeprefix("rtml")
+            consumer = settings.namespace + meta["consumer"].removeprefix("rtml")
+            assert consumer in consumers.get(stream, set()), (
+                f"ScaledObject {doc['metadata']['name']} watches {meta['consumer']} on {meta['stream']}, but "
+                f"{target} created {sorted(consumers.get(stream, set()))} there"
+            )
+            checked += 1
+    if not checked:
+        pytest.skip("no autoscaled service has an entry point yet")
