@@ -145,6 +145,8 @@ async def test_no_5xx_on_generated_requests(
     method, path, op, params, body = data.draw(requests(document))
     response = await send(http, method, path, op, params=params, body=body, headers=AUTH)
     assert response.status < 500, (method, path, params, body, await response.text())
+    if response.content_type == "application/json":
+        assert str(response.status) in op["responses"], (method, path, response.status, await response.text())
     if response.status >= 400 and response.content_type == "application/json":
         assert (await response.json())["error"]["message"]
     elif response.status >= 400:  # only aiohttp's own answer for a path no route matches ('..' normalised away)

@@ -49,7 +49,7 @@ async def test_register_stores_artifact_with_sha256(http: aiohttp.ClientSession,
         body = await r.json()
     assert body["version"] == 1
     assert body["sha256"] == hashlib.sha256(artifact).hexdigest()
-    assert [f["name"] for f in body["features"]] == [f["name"] for f in FEATURES]
+    assert [f["name"] for f in body["features"]] == ["amount", "velocity", "age"]
     async with connect(settings.nats_url, name="t") as nc:
         stored = await (await nc.jetstream().object_store(Names(settings.namespace).models_bucket)).get(
             f"{MODEL}/1.onnx"
@@ -194,3 +194,24 @@ async def test_openapi_lists_every_route(http: aiohttp.ClientSession, rollout_se
         for method, op in ops.items():
             if method == "post":
                 assert {"401", "403"} <= set(op["responses"]), path
+
+
+async def test_shadow_run_ends_with_a_report_and_stable_unchanged(
+    http: aiohttp.ClientSession, monitor: RecordedMonitor
+) -> None:
+    version = (await register(http, 6))["version"]
+    monitor.scenarios[version] = "good"
+    body = {"candidate": version, "strategy": "shadow", "shadow_share": 0.5, "duration_s": 0.3}
+    async with http.post(f"/models/{MODEL}/rollouts", json=body, headers=AUTH) as r:
+        assert r.status == 201, await r.text()
+        rollout = await r.json()
+    published = [e for e in (await wait_finished(http, rollout["id"]))["timeline"] if e["kind"] == "policy_published"]
+    assert published[0]["detail"]["policy"]["mode"] == "shadow"
+    assert published[0]["detail"]["policy"]["shadow_share"] == 0.5
+    done = await wait_finished(http, rollout["id"])
+    assert done["state"] == "succeeded"
+    assert done["report"]["shadow"]["comparison"]["agreement"] == 0.98
+    assert done["timeline"][-1]["detail"]["policy"] | {"mode": "stable", "stable": 2} == done["timeline"][-1][
+        "detail"]["policy"]  # fmt: skip
+    async with http.post(f"/models/{MODEL}/rollouts/{rollout['id']}/promote", headers=AUTH) as r:
+        assert r.status == 409

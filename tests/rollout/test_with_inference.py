@@ -11,8 +11,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import nats
 import pytest
+from nats.aio.client import Client
 
 from services.inference.service import InferenceService
 from services.inference.settings import InferenceSettings
@@ -40,7 +40,7 @@ async def inference(settings: CommonSettings) -> AsyncIterator[InferenceService]
 
 
 @pytest.fixture(scope="module")
-async def client(settings: CommonSettings) -> AsyncIterator[nats.aio.client.Client]:
+async def client(settings: CommonSettings) -> AsyncIterator[Client]:
     async with connect(settings.nats_url, name="e2e-client") as nc:
         yield nc
 
