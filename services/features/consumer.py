@@ -71,6 +71,13 @@ class BatchConsumer:
             log.warning("consumer_config_kept", durable=self.spec.durable, error=str(error))
         self._sub = await self.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
 
+    async def close(self) -> None:
+        """Drop the pull subscription (a connection drain would otherwise wait out its open fetch)."""
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
     async def pending(self) -> int:
         """Messages not yet delivered plus those delivered and not acked."""
         info = await self.js.consumer_info(self.spec.stream, self.spec.durable)

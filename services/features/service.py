@@ -123,6 +123,7 @@ class FeaturesService(Service):
         }  # fmt: skip
         for consumer in self.consumers.values():
             await consumer.ensure()
+            stack.push_async_callback(consumer.close)
         log.info("features_views", views={v.name: v.version for v in self.views.values()})
 
     def endpoints(self) -> Sequence[Endpoint]:
