@@ -138,3 +138,21 @@ def test_the_metric_extraction_sees_what_the_rules_read() -> None:
     assert "rtml_inference_request_latency_seconds_bucket" in names
     assert "jetstream_consumer_num_pending" in names
     assert not any(":" in name for name in names)
+
+
+def test_scaling_guide_lists_every_metric_infra_reads() -> None:
+    guide = (INFRA.parent / "docs" / "scaling.md").read_text()
+    suffixes = ("requests_total", "errors_total", "request_latency_seconds", "in_flight", "ready")
+    for name in used_metric_names():
+        base = re.sub(r"_(bucket|sum|count)$", "", name)
+        common = base in {f"rtml_{service_of(base)}_{suffix}" for suffix in suffixes}
+        assert common or f"`{base}`" in guide, f"docs/scaling.md does not list {base} among the expected metrics"
+
+
+def test_scaling_guide_capacity_figures_cite_their_benchmarks() -> None:
+    guide = (INFRA.parent / "docs" / "scaling.md").read_text()
+    section = guide.split("<!-- capacity-figures:start -->")[1].split("<!-- capacity-figures:end -->")[0]
+    assert "PLACEHOLDER" not in section
+    for bench in ("bench/ingest.py", "bench/features.py", "bench/inference.py", "bench/monitor.py"):
+        assert bench in section, f"the capacity figures do not cite {bench}"
+    assert "docs/benchmarks.md" in guide
