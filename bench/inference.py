@@ -9,8 +9,8 @@ view), 10 from the request.
 Load is open-loop: request i is sent at t0 + i/rate whatever happened to earlier
 ones, and its latency counts from that scheduled time, so a stall shows up in the
 percentiles instead of silently slowing the sender (no coordinated omission). The
-rate rises until the target saturates (achieved < 95 % of offered, errors, or p99
-over 50 ms).
+rate rises until the target saturates (achieved < 95 % of offered, over 1 % errors,
+or p99 over 200 ms, i.e. a queue building up).
 
     .venv/bin/python bench/inference.py --quick
 
@@ -52,7 +52,7 @@ from shared.subjects import Names  # noqa: E402
 
 N_ONLINE, N_REQUEST = 20, 10
 N_ENTITIES = 5000
-SATURATION_P99_S = 0.050
+SATURATION_P99_MS = 200.0  # a shared 2-core box has scheduling spikes; the sweep stops on queueing, not noise
 
 ECHO_SERVER = """
 import asyncio, sys
@@ -117,7 +117,7 @@ class Point:
 
     @property
     def saturated(self) -> bool:
-        return self.achieved < 0.95 * self.rate or self.errors > 0 or self.p99_ms > SATURATION_P99_S * 1000
+        return self.achieved < 0.95 * self.rate or self.errors > 0.01 * self.sent or self.p99_ms > SATURATION_P99_MS
 
 
 async def open_loop(nc: Any, subject: str, payloads: list[bytes], rate: float, duration_s: float) -> Point:

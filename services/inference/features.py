@@ -116,6 +116,20 @@ class Signature:
         return matrix, degraded
 
     @cached_property
+    def fields_by_view(self) -> dict[str, tuple[str, ...]]:
+        """The online fields each view must supply, so a read fetches only those.
+
+        >>> Signature((FeatureSpec("a", "online", view="card"), FeatureSpec("x", "request"),
+        ...            FeatureSpec("b", "online", view="card", field="bb"))).fields_by_view
+        {'card': ('a', 'bb')}
+        """
+        fields: dict[str, dict[str, None]] = {}
+        for spec in self.specs:
+            if spec.source == "online" and spec.view is not None:
+                fields.setdefault(spec.view, {})[spec.online_field] = None
+        return {view: tuple(names) for view, names in fields.items()}
+
+    @cached_property
     def _plan(self) -> _Plan:
         request = [(i, s.name, s.default) for i, s in enumerate(self.specs) if s.source == "request"]
         groups: dict[tuple[str, str | None], list[tuple[int, str, float]]] = {}

@@ -24,7 +24,7 @@ from services.inference.metrics import InferenceMetrics, VariantMetrics
 from services.inference.policy import BatchPolicy
 from shared.errors import Unavailable
 from shared.messages import Scalar
-from shared.online import OnlineVector, read_online_features
+from shared.online import OnlineVector, feature_key
 from shared.registry import ModelVersion
 from shared.subjects import Names
 
@@ -61,18 +61,41 @@ class OnlineStore:
         self.redis = redis
         self.names = names
         self.timeout_s = timeout_s
+        self._field_cache: dict[tuple[str, ...], list[str]] = {}
 
-    async def read(self, wanted: Sequence[Lookup]) -> dict[Lookup, OnlineVector] | None:
-        """The vectors found, or ``None`` when the store did not answer in time."""
+    async def read(
+        self, wanted: Sequence[Lookup], fields_by_view: Mapping[str, Sequence[str]]
+    ) -> dict[Lookup, OnlineVector] | None:
+        """The vectors found (only the fields the model uses), or ``None`` when the store did not answer in time.
+
+        One pipelined round trip of ``HMGET <ns>:fv:<view>:{<entity>} v:<field>...`` (the
+        layout of :mod:`shared.online`); asking only for the values the model reads keeps
+        both Redis's work and the parsing here to what is needed.
+        """
         if not wanted:
             return {}
         try:
             async with asyncio.timeout(self.timeout_s):
-                vectors = await read_online_features(self.redis, self.names, wanted)
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for view, entity in wanted:
+                        pipe.hmget(feature_key(self.names, view, entity), self._value_fields(fields_by_view[view]))
+                    replies = await pipe.execute()
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("online_store_unavailable", error=str(error) or type(error).__name__)
             return None
-        return {pair: vector for pair, vector in zip(wanted, vectors, strict=True) if vector.values}
+        found: dict[Lookup, OnlineVector] = {}
+        for (view, entity), raw in zip(wanted, replies, strict=True):
+            values = {name: float(v) for name, v in zip(fields_by_view[view], raw, strict=True) if v is not None}
+            if values:
+                found[(view, entity)] = OnlineVector(values, {})
+        return found
+
+    def _value_fields(self, fields: Sequence[str]) -> list[str]:
+        key = tuple(fields)
+        cached = self._field_cache.get(key)
+        if cached is None:
+            cached = self._field_cache[key] = [f"v:{name}" for name in fields]
+        return cached
 
 
 class LoadedVersion:
@@ -122,7 +145,7 @@ class LoadedVersion:
         if fresh:
             requests = [(jobs[i].entity, jobs[i].features) for i in fresh]
             wanted = self.signature.lookups(requests)
-            online = await self.store.read(wanted)
+            online = await self.store.read(wanted, self.signature.fields_by_view)
             if online is None:
                 if self.version.metadata.requires_features:
                     raise Unavailable(f"online features unavailable and model {self.model!r} requires them")
