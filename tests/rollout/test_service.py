@@ -153,6 +153,11 @@ async def test_slow_candidate_is_rolled_back_by_latency(
 ) -> None:
     result = await rolled_back_by(http, settings, monitor, 4, "slow")
     assert result["alert"]["gates"] == ["latency"]
+    async with http.get("/metrics") as r:
+        metrics = await r.text()
+    assert f'rtml_rollout_rollbacks_total{{gate="latency",model="{MODEL}"}} 1.0' in metrics
+    assert f'rtml_rollout_state{{model="{MODEL}"}} 4.0' in metrics
+    assert "rtml_rollout_breach_to_routing_seconds_count 2.0" in metrics
 
 
 async def test_quiet_candidate_holds_then_pause_resume_abort(
