@@ -25,17 +25,13 @@ import argparse
 import json
 import math
 import statistics
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from services.monitor.detectors import ADWIN, Cusum, Detector, PageHinkley  # noqa: E402
-from services.monitor.detectors.bank import ERROR_RATE, DetectorBank  # noqa: E402
+from services.monitor.detectors import ADWIN, Cusum, Detector, PageHinkley
+from services.monitor.detectors.bank import ERROR_RATE, DetectorBank
 
 N_NUMERIC = 20
 N_CATEGORIES = 10
@@ -100,7 +96,9 @@ def first_alarm(detector: Detector, values: np.ndarray, start: int) -> int | Non
     return None
 
 
-def run_bank(x: np.ndarray, cat: np.ndarray, errors: np.ndarray, watch: str | None, start: int) -> tuple[int | None, int]:
+def run_bank(
+    x: np.ndarray, cat: np.ndarray, errors: np.ndarray, watch: str | None, start: int
+) -> tuple[int | None, int]:
     """First alarm on feature ``watch`` at or after ``start``, and every alarm on other features (false)."""
     bank = make_bank()
     names = [f"x{i}" for i in range(N_NUMERIC)]

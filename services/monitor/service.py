@@ -1,0 +1,416 @@
+"""The monitor service: consumes the prediction log and labels, raises alerts, answers summaries.
+
+Workers: a durable pull consumer on ``<ns>.predictions.>`` feeds each model
+version's windows and detectors (and the Postgres join table); one on
+``<ns>.labels.>`` joins labels to predictions for live performance. Signals from
+the engine go through the :class:`~services.monitor.alerts.AlertManager`.
+Endpoint: ``<ns>.monitor.summary`` (the rollout controller's gate input). HTTP:
+``/models/{m}/drift``, ``/models/{m}/performance``,
+``/models/{m}/versions/{v}/summary`` and ``/alerts``.
+
+On start the windows are rebuilt by replaying the last ``rebuild_s`` seconds of
+the prediction stream up to where the durable consumer had acknowledged, with no
+alerts and no writes, so a restart resumes with full windows and warm detectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from typing import Any, ClassVar
+
+import asyncpg
+import nats.errors
+import structlog
+from aiohttp import web
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from services.monitor import store
+from services.monitor.alerts import AlertManager, list_alerts
+from services.monitor.engine import ModelMonitor, Signal, VersionMonitor
+from services.monitor.metrics import MonitorMetrics
+from services.monitor.profiles import ensure_profile_table, load_profile
+from services.monitor.settings import MonitorSettings
+from services.monitor.summary import SummaryRequest, summarize
+from services.monitor.windows import LruMap, PredictionLog
+from shared.codec import decode, encode
+from shared.db import open_pool
+from shared.errors import BadRequest, NotFound, ServiceError
+from shared.messages import Label, PredictionRecord
+from shared.runtime import Endpoint, Request, Service, Worker
+
+log = structlog.get_logger(__name__)
+
+PROFILE_RETRY_S = 30.0
+ACK_WAIT_S = 60.0
+
+
+def _json_safe(value: Any) -> Any:
+    """``nan``/``inf`` become ``None`` so every HTTP body is valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.json_response(_json_safe(body), status=status)
+
+
+class MonitorService(Service):
+    name: ClassVar[str] = "monitor"
+
+    def __init__(self, settings: MonitorSettings) -> None:
+        super().__init__(settings.common)
+        self.settings = settings
+        self.monitor_metrics = MonitorMetrics(self.metrics)
+        self.models: dict[str, ModelMonitor] = {}
+        self.labels: LruMap[str, float] = LruMap(settings.label_cache)
+        self.recent: LruMap[str, list[store.Scored]] = LruMap(settings.label_cache)
+        self._profile_retry: dict[tuple[str, int], float] = {}
+        self.pool: asyncpg.Pool
+        self.alerts: AlertManager
+        self.rebuilt = 0
+        self.consumed = 0
+
+    # lifecycle ---------------------------------------------------------------
+    async def setup(self, stack: AsyncExitStack) -> None:
+        self.pool = await stack.enter_async_context(open_pool(self.common.database_url, schema=self.names.schema))
+        await ensure_profile_table(self.pool)
+        await store.ensure_tables(self.pool)
+        self.alerts = AlertManager(
+            self.pool, self._publish_alert, clear_windows=lambda model: self.settings.model(model).clear_windows
+        )
+        await self.alerts.setup()
+        self.monitor_metrics.alerts_open.set(self.alerts.open_count)
+        await self._rebuild()
+        for purpose, flow in (("predictions", "predictions"), ("labels", "labels")):
+            await self._ensure_consumer(purpose, flow)
+
+    def endpoints(self) -> Sequence[Endpoint]:
+        return [Endpoint("summary", f"{self.names.namespace}.monitor.summary", self.summary)]
+
+    def workers(self) -> Mapping[str, Worker]:
+        return {"predictions": self._consume_predictions, "labels": self._consume_labels}
+
+    def routes(self) -> Sequence[web.AbstractRouteDef]:
+        return [
+            web.get("/models/{model}/drift", self._http_drift),
+            web.get("/models/{model}/performance", self._http_performance),
+            web.get("/models/{model}/versions/{version}/summary", self._http_summary),
+            web.get("/alerts", self._http_alerts),
+        ]
+
+    # consumers -----------------------------------------------------------------
+    def _consumer_config(self, purpose: str, flow: str) -> ConsumerConfig:
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.rebuild_s)
+        return ConsumerConfig(
+            durable_name=self.names.consumer(self.name, purpose),
+            filter_subject=f"{self.names.namespace}.{flow}.>",
+            ack_policy=AckPolicy.EXPLICIT,
+            ack_wait=ACK_WAIT_S,
+            # a first start catches up on the recent past rather than the whole retention
+            deliver_policy=DeliverPolicy.BY_START_TIME,
+            opt_start_time=start,
+            max_ack_pending=20 * self.settings.batch,
+        )
+
+    async def _ensure_consumer(self, purpose: str, flow: str) -> None:
+        stream, durable = self.names.stream(flow), self.names.consumer(self.name, purpose)
+        try:
+            await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(stream, config=self._consumer_config(purpose, flow))
+
+    async def _pull_loop(self, purpose: str, flow: str, stop: asyncio.Event, handle: Any) -> None:
+        subscription = await self.js.pull_subscribe(
+            f"{self.names.namespace}.{flow}.>",
+            durable=self.names.consumer(self.name, purpose),
+            stream=self.names.stream(flow),
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await subscription.fetch(self.settings.batch, timeout=self.settings.fetch_wait_s)
+                except TimeoutError:
+                    continue
+                except nats.errors.Error as error:
+                    log.warning("pull_failed", consumer=purpose, error=str(error) or type(error).__name__)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), timeout=0.5)
+                    continue
+                await handle(msgs)
+                for msg in msgs:
+                    await msg.ack()
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+
+    async def _consume_predictions(self, stop: asyncio.Event) -> None:
+        await self._pull_loop("predictions", "predictions", stop, self.handle_predictions)
+
+    async def _consume_labels(self, stop: asyncio.Event) -> None:
+        await self._pull_loop("labels", "labels", stop, self.handle_labels)
+
+    async def _rebuild(self) -> None:
+        """Replay the recent prediction stream up to the durable's ack floor into the windows, silently."""
+        if self.settings.rebuild_s <= 0:
+            return
+        stream, durable = self.names.stream("predictions"), self.names.consumer(self.name, "predictions")
+        try:
+            info = await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            return
+        last = info.ack_floor.stream_seq if info.ack_floor and info.ack_floor.stream_seq else 0
+        if last <= 0:
+            return
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.settings.rebuild_s)
+        subscription = await self.js.pull_subscribe(
+            self.names.predictions(">"),
+            stream=stream,
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start, ack_policy=AckPolicy.NONE,
+                inactive_threshold=30.0,
+            ),
+        )  # fmt: skip
+        try:
+            done = False
+            while not done:
+                try:
+                    msgs = await subscription.fetch(self.settings.batch, timeout=1.0)
+                except TimeoutError:
+                    break
+                keep = [m for m in msgs if m.metadata.sequence.stream <= last]
+                done = len(keep) < len(msgs) or (bool(msgs) and msgs[-1].metadata.sequence.stream >= last)
+                await self.handle_predictions(keep, live=False)
+                self.rebuilt += len(keep)
+        finally:
+            with contextlib.suppress(Exception):
+                await subscription.unsubscribe()
+        log.info("windows_rebuilt", predictions=self.rebuilt, up_to_seq=last)
+
+    # predictions -----------------------------------------------------------------
+    async def _version(self, model_name: str, version: int) -> tuple[ModelMonitor, VersionMonitor]:
+        model = self.models.get(model_name)
+        if model is None:
+            model = ModelMonitor(model_name, self.settings.model(model_name), log_size=self.settings.log_size)
+            self.models[model_name] = model
+        monitor = model.versions.get(version)
+        key = (model_name, version)
+        if monitor is None or (monitor.profile is None and time.monotonic() >= self._profile_retry.get(key, 0.0)):
+            profile = await load_profile(self.pool, model_name, version)
+            if monitor is None or profile is not None:
+                monitor = VersionMonitor(model_name, version, profile, model.config)
+                model.versions[version] = monitor
+            if profile is None:
+                if key not in self._profile_retry:
+                    log.warning("no_reference_profile", model=model_name, version=version)
+                self._profile_retry[key] = time.monotonic() + PROFILE_RETRY_S
+            else:
+                log.info("reference_profile_loaded", model=model_name, version=version, features=len(profile.features))
+        return model, monitor
+
+    async def handle_predictions(self, msgs: Sequence[Msg], *, live: bool = True) -> None:
+        rows: list[tuple[str, str, int, str, int, float | None]] = []
+        for msg in msgs:
+            try:
+                record = PredictionRecord.from_dict(decode(msg.data))
+            except ServiceError as error:
+                self.monitor_metrics.bad_messages.labels("predictions").inc()
+                log.warning("bad_prediction_record", subject=msg.subject, error=error.message)
+                continue
+            await self.observe(record, live=live)
+            if live:
+                rows.append((record.id, record.model, record.version, record.variant, record.ts, record.score))
+        if rows:
+            await store.write_predictions(self.pool, rows)
+
+    async def observe(self, record: PredictionRecord, *, live: bool = True) -> None:
+        """Take one prediction record into the log, the windows and the detectors; apply what it signals."""
+        model, monitor = await self._version(record.model, record.version)
+        model.record(record)
+        if record.score is not None:
+            scored = store.Scored(record.model, record.version, record.variant, record.score)
+            earlier = self.recent.get(record.id)
+            self.recent[record.id] = [scored] if earlier is None else [*earlier, scored][-4:]
+        before = monitor.last
+        signals = monitor.observe(record, signals=live)
+        if live:
+            self.consumed += 1
+            self.monitor_metrics.predictions.labels(record.model).inc()
+        if monitor.last is not before:
+            self._export_evaluation(monitor)
+        for signal in signals:
+            await self._apply(record.model, signal)
+
+    def _export_evaluation(self, monitor: VersionMonitor) -> None:
+        version = str(monitor.version)
+        for result in monitor.last.features:
+            for statistic, value in result.statistics.items():
+                if value is not None and math.isfinite(value):
+                    self.monitor_metrics.drift.labels(monitor.model, version, result.feature, statistic).set(value)
+        for figure in ("mean", "entropy", "near_threshold_share"):
+            value = monitor.last.confidence.get(figure)
+            if isinstance(value, float):
+                self.monitor_metrics.confidence.labels(monitor.model, version, figure).set(value)
+
+    async def _apply(self, model: str, signal: Signal) -> None:
+        key = (signal.kind, model, signal.version, signal.feature)
+        if signal.breach is None:
+            was_open = self.alerts.is_open(key)
+            await self.alerts.clean(key, signal.window)
+            if was_open and not self.alerts.is_open(key):
+                self.monitor_metrics.alerts_resolved.labels(signal.kind).inc()
+        else:
+            if signal.breach.statistic == "cusum":
+                self.monitor_metrics.detector_alarms.labels(model, signal.feature).inc()
+            was_open = self.alerts.is_open(key)
+            await self.alerts.breach(key, signal.breach)
+            if not was_open and self.alerts.is_open(key):
+                self.monitor_metrics.alerts_raised.labels(signal.kind).inc()
+        self.monitor_metrics.alerts_open.set(self.alerts.open_count)
+
+    async def _publish_alert(self, kind: str, body: dict[str, Any], msg_id: str) -> None:
+        await self.js.publish(self.names.alerts(kind), encode(body), headers={"Nats-Msg-Id": msg_id})
+
+    # labels ------------------------------------------------------------------------
+    async def handle_labels(self, msgs: Sequence[Msg]) -> None:
+        parsed: list[tuple[str, Label]] = []
+        for msg in msgs:
+            try:
+                label = Label.from_dict(decode(msg.data))
+            except ServiceError as error:
+                self.monitor_metrics.bad_messages.labels("labels").inc()
+                log.warning("bad_label", subject=msg.subject, error=error.message)
+                continue
+            parsed.append((label.event_id or f"{label.id}:{label.ts}", label))
+        if not parsed:
+            return
+        fresh_ids = await store.write_labels(self.pool, [(e, lab.id, lab.label, lab.ts) for e, lab in parsed])
+        fresh = [lab for e, lab in parsed if e in fresh_ids]
+        self.monitor_metrics.labels.labels("duplicate").inc(len(parsed) - len(fresh))
+        missing = [lab.id for lab in fresh if lab.id not in self.recent]
+        found = await store.find_predictions(self.pool, missing) if missing else {}
+        for label in fresh:
+            self.labels[label.id] = label.label
+            scored = self.recent.get(label.id) or found.get(label.id)
+            if not scored:
+                self.monitor_metrics.labels.labels("unmatched").inc()
+                continue
+            self.monitor_metrics.labels.labels("joined").inc()
+            for item in scored:
+                model, monitor = await self._version(item.model, item.version)
+                before = monitor.last_performance
+                signals = monitor.observe_label(item.variant, item.score, label.label)
+                if monitor.last_performance is not before:
+                    self._export_performance(monitor)
+                    signals.extend(model.compare_to_stable())
+                for signal in signals:
+                    await self._apply(item.model, signal)
+
+    def _export_performance(self, monitor: VersionMonitor) -> None:
+        for variant, figures in monitor.last_performance.items():
+            for metric, value in figures.to_dict().items():
+                if isinstance(value, float):
+                    self.monitor_metrics.performance.labels(monitor.model, str(monitor.version), variant, metric).set(
+                        value
+                    )
+
+    # summary ------------------------------------------------------------------------
+    def summarize(self, request: SummaryRequest, now_ms: int | None = None) -> dict[str, Any]:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        model = self.models.get(request.model)
+        log_ = model.log if model is not None else PredictionLog(capacity=1)
+        part = log_.since(now_ms - round(request.window_s * 1000))
+        return summarize(request, part, self.labels.get, self.settings.summary_min_samples)
+
+    async def summary(self, request: Request) -> dict[str, Any]:
+        return self.summarize(SummaryRequest.from_dict(request.payload()))
+
+    # HTTP -----------------------------------------------------------------------------
+    def _model(self, request: web.Request) -> ModelMonitor:
+        name = request.match_info["model"]
+        model = self.models.get(name)
+        if model is None:
+            raise NotFound(f"no predictions seen for model '{name}'")
+        return model
+
+    @staticmethod
+    def _error(error: ServiceError) -> web.Response:
+        return _json(error.body(), status=error.code)
+
+    async def _http_drift(self, request: web.Request) -> web.Response:
+        try:
+            model = self._model(request)
+        except ServiceError as error:
+            return self._error(error)
+        versions: dict[str, Any] = {}
+        for version, monitor in sorted(model.versions.items()):
+            bank = monitor.bank
+            versions[str(version)] = {
+                "profile": monitor.profile is not None,
+                "predictions": monitor.count,
+                "evaluated_at_ms": monitor.last.at_ms or None,
+                "window": monitor.last.window,
+                "features": [result.to_dict() for result in monitor.last.features],
+                "confidence": monitor.last.confidence,
+                "detector_alarms": monitor.alarms,
+                "detectors": {
+                    signal: {"upper": d.upper, "lower": d.lower, "h": d.h, "h_down": d.h_down}
+                    for signal, d in (bank.detectors() if bank is not None else ())
+                },
+            }
+        return _json({"model": model.model, "versions": versions})
+
+    async def _http_performance(self, request: web.Request) -> web.Response:
+        try:
+            model = self._model(request)
+        except ServiceError as error:
+            return self._error(error)
+        versions: dict[str, Any] = {}
+        for version, monitor in sorted(model.versions.items()):
+            versions[str(version)] = {
+                "variant": model.variants.get(version),
+                "threshold": monitor.threshold,
+                "training": monitor.profile.metrics if monitor.profile is not None else {},
+                "live": {variant: monitor.performance(variant).to_dict() for variant in monitor.labelled}
+                | {"all": monitor.performance().to_dict()},
+            }
+        return _json({"model": model.model, "versions": versions})
+
+    async def _http_summary(self, request: web.Request) -> web.Response:
+        try:
+            raw_version = request.match_info["version"]
+            if not raw_version.isdigit():
+                raise BadRequest(f"version must be an integer, got {raw_version!r}")
+            try:
+                window_s = float(request.query.get("window_s", "300"))
+            except ValueError as error:
+                raise BadRequest(f"window_s must be a number, got {request.query.get('window_s')!r}") from error
+            version = int(raw_version)
+            body = {"model": request.match_info["model"], "stable": version, "candidate": version, "window_s": window_s}
+            summary = self.summarize(SummaryRequest.from_dict(body))
+        except ServiceError as error:
+            return self._error(error)
+        return _json(
+            {"model": summary["model"], "version": version, "window_s": window_s,
+             **summary["versions"][str(version)], "min_samples": self.settings.summary_min_samples}
+        )  # fmt: skip
+
+    async def _http_alerts(self, request: web.Request) -> web.Response:
+        raw_open = request.query.get("open", "false").lower()
+        if raw_open not in ("true", "false", "1", "0"):
+            return self._error(BadRequest(f"open must be true or false, got {raw_open!r}"))
+        rows = await list_alerts(self.pool, open_only=raw_open in ("true", "1"), model=request.query.get("model"))
+        return web.Response(text=json.dumps({"alerts": _json_safe(rows)}), content_type="application/json")
