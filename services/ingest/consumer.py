@@ -17,13 +17,16 @@ from dataclasses import dataclass
 
 import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from nats.js.errors import NotFoundError
 
 from services.ingest.dlq import CONTENT_TYPE, dead_letter_headers
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import Accepted, Outcome, Pipeline, Rejected
+from services.ingest.pull import PullPump
 from services.ingest.reasons import Reason, Rejection
 from services.ingest.settings import IngestSettings
 from shared.subjects import Names
@@ -64,47 +67,48 @@ def consumer_config(names: Names, settings: IngestSettings) -> ConsumerConfig:
 
 class Intake:
     def __init__(
-        self, js: JetStreamContext, names: Names, pipeline: Pipeline, settings: IngestSettings, metrics: IngestMetrics
+        self, nc: Client, names: Names, pipeline: Pipeline, settings: IngestSettings, metrics: IngestMetrics
     ) -> None:
-        self.js = js
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
         self.names = names
         self.pipeline = pipeline
         self.settings = settings
         self.metrics = metrics
 
-    async def subscribe(self) -> JetStreamContext.PullSubscription:
-        return await self.js.pull_subscribe(
-            self.names.events(">"),
-            durable=self.names.consumer("ingest"),
-            stream=self.names.stream("events"),
-            config=consumer_config(self.names, self.settings),
-        )
+    async def ensure_consumer(self) -> None:
+        """Create the durable consumer unless it exists (replicas racing here is harmless: same config)."""
+        stream, durable = self.names.stream("events"), self.names.consumer("ingest")
+        try:
+            await self.js.consumer_info(stream, durable)
+        except NotFoundError:
+            await self.js.add_consumer(stream, config=consumer_config(self.names, self.settings))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """The worker: ``fetchers`` pull loops until ``stop`` is set; each finishes its batch before returning."""
-        subscriptions = [await self.subscribe() for _ in range(self.settings.fetchers)]
+        """The worker: ``fetchers`` loops over one pump until ``stop`` is set; each finishes its batch first."""
+        await self.ensure_consumer()
+        pump = PullPump(self.nc, self.names.stream("events"), self.names.consumer("ingest"), batch=self.settings.batch)
+        await pump.start()
         try:
-            await asyncio.gather(*(self._loop(sub, stop) for sub in subscriptions))
+            await asyncio.gather(*(self._loop(pump, stop) for _ in range(self.settings.fetchers)))
         finally:
-            for sub in subscriptions:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
+            await pump.stop()
 
-    async def _loop(self, sub: JetStreamContext.PullSubscription, stop: asyncio.Event) -> None:
+    async def _loop(self, pump: PullPump, stop: asyncio.Event) -> None:
         delay = 0.1
         while not stop.is_set():
             try:
-                msgs = await sub.fetch(self.settings.batch, timeout=self.settings.fetch_wait_s)
-            except (nats.errors.TimeoutError, TimeoutError):
-                self.metrics.lag.set(0)
-                continue
+                msgs = await pump.next_batch(self.settings.fetch_wait_s)
             except nats.errors.Error as error:
-                log.warning("fetch_failed", error=str(error) or type(error).__name__, retry_in_s=delay)
+                log.warning("pull_failed", error=str(error) or type(error).__name__, retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1
+            if not msgs:
+                self.metrics.lag.set(0)
+                continue
             await self.handle_batch(msgs)
 
     async def handle_batch(self, msgs: list[Msg]) -> None:
@@ -120,11 +124,39 @@ class Intake:
         if msgs:
             with contextlib.suppress(Exception):
                 self.metrics.lag.set(msgs[-1].metadata.num_pending)
-        results = await asyncio.gather(
-            *(self.js.publish(p.subject, p.payload, headers=p.headers) for p in publications), return_exceptions=True
-        )
+        results = await self._publish_all(publications)
         for publication, result in zip(publications, results, strict=True):
             await self._settle(publication, result)
+
+    async def _publish_all(self, publications: list[Publication]) -> list[PubAck | BaseException]:
+        """Publish every output at once; each result is its JetStream ack or why there is none.
+
+        ``publish_async`` pipelines the publishes on one reply subscription (``js.publish`` would pay a
+        request and a timer per message); outputs unanswered after ``publish_timeout_s`` count as failed.
+        """
+        futures: list[asyncio.Future[PubAck]] = []
+        for publication in publications:
+            try:
+                future = await self.js.publish_async(
+                    publication.subject, publication.payload, headers=publication.headers,
+                    wait_stall=self.settings.publish_timeout_s,
+                )  # fmt: skip
+            except Exception as error:
+                future = asyncio.get_running_loop().create_future()
+                future.set_exception(error)
+            futures.append(future)
+        if futures:
+            _, late = await asyncio.wait(futures, timeout=self.settings.publish_timeout_s)
+            for future in late:
+                future.cancel()
+        results: list[PubAck | BaseException] = []
+        for future in futures:
+            if future.cancelled():
+                results.append(TimeoutError("no JetStream ack in time"))
+            else:
+                failure = future.exception()
+                results.append(failure if failure is not None else future.result())
+        return results
 
     async def _decide(self, msg: Msg, now_ms: int) -> Publication | None:
         meta = msg.metadata

@@ -60,20 +60,19 @@ def nesting_depth(value: Any, limit: int) -> int:
     >>> nesting_depth({"a": [1, {"b": 2}]}, 10), nesting_depth(5, 10)
     (3, 0)
     """
+    if not isinstance(value, dict | list | tuple):
+        return 0
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, level = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple):
-            children = item
-        else:
-            continue
-        deepest = max(deepest, level)
-        if level > limit:
-            return level
-        stack.extend((child, level + 1) for child in children if isinstance(child, dict | list | tuple))
+        if level > deepest:
+            deepest = level
+            if level > limit:
+                return level
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list | tuple):
+                stack.append((child, level + 1))
     return deepest
 
 

@@ -77,14 +77,16 @@ class Pipeline:
             body = decode_event(data, content_type=content_type, max_bytes=self.max_bytes, max_depth=self.max_depth)
         except Rejection as rejection:
             return Rejected(event_type, self._metric_type(event_type), rejection, None)
-        return self.process_map(event_type, body, now_ms=now_ms)
+        return self.process_map(event_type, body, now_ms=now_ms, depth_checked=True)
 
-    def process_map(self, event_type: str, body: dict[Any, Any], *, now_ms: int) -> Outcome:
+    def process_map(
+        self, event_type: str, body: dict[Any, Any], *, now_ms: int, depth_checked: bool = False
+    ) -> Outcome:
         """Validate and normalize an already decoded event map of ``event_type``."""
         schema = self.registry.get(event_type)
         ident = event_id(body)
         try:
-            if nesting_depth(body, self.max_depth) > self.max_depth:
+            if not depth_checked and nesting_depth(body, self.max_depth) > self.max_depth:
                 raise Rejection(Reason.TOO_DEEP, "", f"payload nests deeper than {self.max_depth} levels")
             if schema is None:
                 raise Rejection(Reason.UNKNOWN_TYPE, "type", f"no schema declares the event type {event_type!r}")

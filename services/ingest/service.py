@@ -39,4 +39,4 @@ class IngestService(Service):
         return self.http.routes()
 
     async def _intake(self, stop: asyncio.Event) -> None:
-        await Intake(self.js, self.names, self.pipeline, self.settings, self.ingest_metrics).run(stop)
+        await Intake(self.nc, self.names, self.pipeline, self.settings, self.ingest_metrics).run(stop)

@@ -47,6 +47,7 @@ class IngestSettings:
     max_backoff_s: float = 30.0
     ack_wait_s: float = 30.0
     fetch_wait_s: float = 0.5
+    publish_timeout_s: float = 5.0
     max_body_bytes: int = 4 << 20
     max_http_events: int = 10_000
 

@@ -1,0 +1,198 @@
+"""Ingest: sustained throughput of one replica, and intake latency at half that rate.
+
+One ``python -m services.ingest`` process (one replica) runs against the local NATS in a fresh namespace.
+
+- Throughput: a backlog of ``--events`` valid transactions is published to the events stream first, then
+  the replica is started; the rate is the backlog over the time from its first normalized output to its
+  last (every input acked only after its output's JetStream ack), so it leaves out process start-up.
+- Latency: events are published at half the measured rate for ``--seconds``; a subscriber on
+  ``<ns>.norm.>`` records, per event, the time from just before its publish to the receipt of its
+  normalized form (publish, stream, consumer, normalization, output publish and delivery to the
+  subscriber). p50/p99 over all of them.
+
+The load generator and the subscriber share the machine's cores with the replica and the NATS server.
+
+    .venv/bin/python bench/ingest.py            # 100,000-event backlog, 20 s at half load
+    .venv/bin/python bench/ingest.py --quick    # 30,000-event backlog, 8 s at half load
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import PubAck
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from shared.bus import connect, deprovision, provision  # noqa: E402
+from shared.codec import encode  # noqa: E402
+from shared.subjects import Names  # noqa: E402
+
+NATS_URL = os.environ.get("RTML_NATS_URL", "nats://127.0.0.1:4222")
+
+
+def event(i: int, now_ms: int) -> tuple[str, bytes]:
+    ident = f"e{i}"
+    body = {
+        "id": ident, "type": "transaction", "entity": f"card-{i % 5000}", "ts": now_ms,
+        "data": {
+            "card": f"card-{i % 5000}", "merchant": f"m-{i % 700}", "amount": f"{(i % 9000) / 100:.2f}",
+            "currency": "eur", "mcc": "5411", "country": "FR", "channel": "Online", "device": f"dev-{i % 3000}",
+        },
+    }  # fmt: skip
+    return ident, encode(body)
+
+
+def start_replica(namespace: str, fetchers: int, batch: int) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ, "RTML_NAMESPACE": namespace, "RTML_NATS_URL": NATS_URL, "RTML_INGEST_HTTP_PORT": "0",
+        "RTML_LOG_LEVEL": "WARNING", "RTML_INGEST_FETCHERS": str(fetchers), "RTML_INGEST_BATCH": str(batch),
+    }  # fmt: skip
+    return subprocess.Popen([sys.executable, "-m", "services.ingest"], cwd=ROOT, env=env)
+
+
+async def publish_backlog(js: JetStreamContext, names: Names, count: int) -> None:
+    now_ms = int(time.time() * 1000)
+    window: list[asyncio.Future[PubAck]] = []
+    for i in range(count):
+        ident, data = event(i, now_ms)
+        window.append(await js.publish_async(names.events("transaction"), data, headers={"Nats-Msg-Id": ident}))
+        if len(window) >= 2000:
+            await asyncio.gather(*window)
+            window.clear()
+    await asyncio.gather(*window)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of a process so far (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measure_throughput(js: JetStreamContext, names: Names, count: int, pid: int) -> tuple[float, float]:
+    """Events per second from the first output to the last, and the replica's CPU microseconds per event."""
+    stream = names.stream("norm")
+    started: float | None = None
+    while True:
+        done = (await js.stream_info(stream)).state.messages
+        now = time.perf_counter()
+        if done and started is None:
+            started, first, cpu_start = now, done, cpu_seconds(pid)
+        if done >= count:
+            assert started is not None
+            return (count - first) / max(now - started, 1e-9), (cpu_seconds(pid) - cpu_start) / (count - first) * 1e6
+        await asyncio.sleep(0.02)
+
+
+async def measure_latency(
+    nc: Client, js: JetStreamContext, names: Names, *, rate: float, seconds: float, offset: int
+) -> list[float]:
+    sent: dict[str, float] = {}
+    latencies: list[float] = []
+    total = int(rate * seconds)
+    all_back = asyncio.Event()
+
+    async def on_norm(msg: Msg) -> None:
+        ident = msgpack.unpackb(msg.data)["id"]
+        start = sent.pop(ident, None)
+        if start is not None:
+            latencies.append(time.perf_counter() - start)
+            if len(latencies) == total:
+                all_back.set()
+
+    sub = await nc.subscribe(names.norm(">"), cb=on_norm)
+    begin = time.perf_counter()
+    pending: list[asyncio.Future[PubAck]] = []
+    now_ms = int(time.time() * 1000)
+    for k in range(total):
+        due = begin + k / rate
+        delay = due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        ident, data = event(offset + k, now_ms + k // 1000)
+        sent[ident] = time.perf_counter()
+        pending.append(await js.publish_async(names.events("transaction"), data, headers={"Nats-Msg-Id": ident}))
+        if len(pending) >= 1000:
+            await asyncio.gather(*pending)
+            pending.clear()
+    await asyncio.gather(*pending)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(all_back.wait(), timeout=10)
+    await sub.unsubscribe()
+    if sent:
+        raise RuntimeError(f"{len(sent)} events never came out normalized")
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="a run of at most 60 s")
+    parser.add_argument("--events", type=int, help="backlog size for the throughput run")
+    parser.add_argument("--seconds", type=float, help="duration of the latency run")
+    parser.add_argument("--rate", type=float, help="latency run rate (default: half the measured throughput)")
+    parser.add_argument("--fetchers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=256)
+    args = parser.parse_args()
+    count = args.events or (30_000 if args.quick else 100_000)
+    seconds = args.seconds or (8.0 if args.quick else 20.0)
+    names = Names(f"bench_{secrets.token_hex(4)}")
+    async with connect(NATS_URL, name="bench-ingest") as nc:
+        js = nc.jetstream()
+        await provision(js, names)
+        replica: subprocess.Popen[bytes] | None = None
+        try:
+            t0 = time.perf_counter()
+            await publish_backlog(js, names, count)
+            publish_rate = count / (time.perf_counter() - t0)
+            print(f"published backlog of {count} at {publish_rate:,.0f}/s", file=sys.stderr)
+            replica = start_replica(names.namespace, args.fetchers, args.batch)
+            throughput, cpu_us = await measure_throughput(js, names, count, replica.pid)
+            print(f"throughput {throughput:,.0f} events/s, replica CPU {cpu_us:.0f} us/event", file=sys.stderr)
+            rate = args.rate or throughput / 2
+            latencies = await measure_latency(nc, js, names, rate=rate, seconds=seconds, offset=count)
+            p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
+            print(f"latency at {rate:,.0f}/s: p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms", file=sys.stderr)
+        finally:
+            if replica is not None:
+                replica.send_signal(signal.SIGTERM)
+                replica.wait(timeout=30)
+            await deprovision(js, names)
+    print(
+        json.dumps(
+            {
+                "throughput_events_per_s": round(throughput),
+                "replica_cpu_us_per_event": round(cpu_us, 1),
+                "latency_rate_events_per_s": round(rate),
+                "latency_events": len(latencies),
+                "latency_p50_ms": round(p50 * 1e3, 3),
+                "latency_p99_ms": round(p99 * 1e3, 3),
+                "latency_mean_ms": round(statistics.fmean(latencies) * 1e3, 3),
+                "backlog_events": count,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

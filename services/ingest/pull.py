@@ -1,0 +1,86 @@
+"""A pull consumer that keeps requests outstanding and hands out whatever has arrived, as a batch.
+
+nats-py's ``fetch(n)`` returns only when ``n`` messages have arrived or the request expired, so at a low
+rate every batch waits for its deadline. Here pull requests stay outstanding (as nats.go's ``Consume``
+keeps them): messages stream into a local queue as the server has them, and :meth:`next_batch` returns as
+soon as one is there, with up to ``batch`` of those already queued. A new request is sent whenever the
+credit outstanding drops below one batch; expired requests (status 408) give their unused credit back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+
+import nats.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+
+STATUS = "Status"
+PENDING_MESSAGES = "Nats-Pending-Messages"
+IDLE_HEARTBEAT = "100"
+
+
+class PullPump:
+    def __init__(self, nc: Client, stream: str, consumer: str, *, batch: int, expires_s: float = 1.0) -> None:
+        self.nc = nc
+        self.batch = batch
+        self.expires_ns = int(expires_s * 1e9)
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._inbox = nc.new_inbox()
+        self._queue: asyncio.Queue[Msg] = asyncio.Queue()
+        self._outstanding = 0
+        self._sub: Subscription | None = None
+
+    async def start(self) -> None:
+        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
+            self._sub = None
+
+    async def _on_message(self, msg: Msg) -> None:
+        status = msg.headers.get(STATUS) if msg.headers else None
+        if not status:
+            self._outstanding -= 1
+            self._queue.put_nowait(msg)
+            return
+        if status == IDLE_HEARTBEAT:
+            return
+        # 408 request expired, 409 consumer changes or limits: the request is over; its unused credit returns.
+        pending = msg.headers.get(PENDING_MESSAGES) if msg.headers else None
+        self._outstanding = max(0, self._outstanding - int(pending)) if pending and pending.isdigit() else 0
+
+    async def _request(self) -> None:
+        if self._outstanding >= self.batch:
+            return
+        wanted = 2 * self.batch - self._outstanding
+        body = json.dumps({"batch": wanted, "expires": self.expires_ns}).encode()
+        await self.nc.publish(self._next_subject, body, reply=self._inbox)
+        self._outstanding += wanted
+
+    async def next_batch(self, timeout_s: float) -> list[Msg]:
+        """Up to ``batch`` messages: waits at most ``timeout_s`` for the first, none for the rest."""
+        try:
+            await self._request()
+        except nats.errors.Error:
+            self._outstanding = 0
+            raise
+        try:
+            first = self._queue.get_nowait()
+        except asyncio.QueueEmpty:
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=timeout_s)
+            except TimeoutError:
+                return []
+        msgs = [first]
+        while len(msgs) < self.batch:
+            try:
+                msgs.append(self._queue.get_nowait())
+            except asyncio.QueueEmpty:
+                break
+        return msgs
