@@ -2,7 +2,9 @@
 
 Examples::
 
-    rtml train --model fraud --export training.parquet --since 2026-01-01 --until 2026-01-08
+    rtml features export --view card_velocity --start 2026-01-01 --end 2026-01-08 --out velocity.parquet
+    rtml features export --view card_amount --start 2026-01-01 --end 2026-01-08 --out amount.parquet
+    rtml train --model fraud --export card_velocity=velocity.parquet --export card_amount=amount.parquet
     rtml train --export training.csv --kind logreg --no-register --out fraud.onnx
     rtml train --export training.csv --rollout-url http://127.0.0.1:8105   # through the rollout API
 """
@@ -18,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rtml.train import registration
-from rtml.train.dataset import DatasetError
+from rtml.train.dataset import DatasetError, Source
 from rtml.train.model import KINDS, ExportMismatch
 from rtml.train.pipeline import TrainConfig, train
 from shared.errors import ServiceError
@@ -50,7 +52,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--model", default="fraud")
-    parser.add_argument("--export", type=Path, required=True, help="point-in-time export (.csv or .parquet)")
+    parser.add_argument(
+        "--export",
+        type=Source.parse,
+        action="append",
+        required=True,
+        metavar="[VIEW=]PATH",
+        help="point-in-time export (.csv or .parquet), e.g. from `rtml features export`; with VIEW= its columns are "
+        "that view's online features; repeat to join several views on the event id",
+    )
     parser.add_argument("--since", type=parse_time_ms, help="first event time included (ISO 8601 or epoch ms)")
     parser.add_argument("--until", type=parse_time_ms, help="event times before this are included")
     parser.add_argument("--kind", choices=KINDS, default="mlp")
@@ -75,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         if any(not view or not name for view, name in entity_from.items()):
             raise ValueError("--entity-from takes VIEW=FIELD")
         config = TrainConfig(
-            export=args.export,
+            export=tuple(args.export),
             model=args.model,
             kind=args.kind,
             since_ms=args.since,

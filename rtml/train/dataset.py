@@ -125,10 +125,62 @@ def from_table(
     return Dataset(ids[order], ts[order], y[order].astype(np.int64), x[order], tuple(wanted))
 
 
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One export file; with ``view`` its feature columns are that feature view's, named ``<view>.<column>``.
+
+    >>> Source.parse("card_velocity=out/velocity.parquet")
+    Source(path=PosixPath('out/velocity.parquet'), view='card_velocity')
+    >>> Source.parse("training.csv").view is None
+    True
+    """
+
+    path: Path
+    view: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Source:
+        view, sep, path = text.partition("=")
+        if sep and view and "/" not in view:
+            return cls(Path(path), view)
+        return cls(Path(text))
+
+
+def read_sources(sources: Sequence[Source]) -> pa.Table:
+    """The exports side by side: feature columns of each, joined on the event id (rows in all of them)."""
+    if not sources:
+        raise DatasetError("no export given")
+    joined: pa.Table | None = None
+    id_col = ""
+    for source in sources:
+        table = read_table(source.path)
+        if source.view:
+            table = table.rename_columns(
+                [name if name in KEY_COLUMNS else f"{source.view}.{name}" for name in table.column_names]
+            )
+        if joined is None:
+            joined, id_col = table, _pick(table.column_names, ID_COLUMNS, "event id")
+            continue
+        other_id = _pick(table.column_names, ID_COLUMNS, "event id")
+        extra = [n for n in table.column_names if n not in KEY_COLUMNS]
+        clash = sorted(set(extra) & set(joined.column_names))
+        if clash:
+            raise DatasetError(f"{source.path}: columns {clash} are in an earlier export too; name its view")
+        right = table.select([other_id, *extra]).rename_columns([id_col, *extra])
+        joined = joined.join(right, keys=id_col, join_type="inner").select([*joined.column_names, *extra])
+    assert joined is not None
+    return joined
+
+
 def load_export(
-    path: Path, *, since_ms: int | None = None, until_ms: int | None = None, features: Sequence[str] = ()
+    path: Path | Sequence[Source],
+    *,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    features: Sequence[str] = (),
 ) -> Dataset:
-    return from_table(read_table(path), since_ms=since_ms, until_ms=until_ms, features=features)
+    table = read_table(path) if isinstance(path, Path) else read_sources(path)
+    return from_table(table, since_ms=since_ms, until_ms=until_ms, features=features)
 
 
 def time_split(data: Dataset, *, holdout_fraction: float) -> tuple[Dataset, Dataset]:

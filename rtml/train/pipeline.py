@@ -18,7 +18,7 @@ import numpy as np
 import structlog
 
 from rtml.train import model as models
-from rtml.train.dataset import Dataset, DatasetError, load_export, time_split
+from rtml.train.dataset import Dataset, DatasetError, Source, load_export, time_split
 from rtml.train.evaluate import choose_threshold, evaluate
 from services.monitor.profiles import build_reference_profile
 from shared.registry import FeatureSpec, ModelMetadata
@@ -29,7 +29,9 @@ ONLINE_SEPARATORS = (".", ":")
 
 @dataclass(frozen=True, slots=True)
 class TrainConfig:
-    export: Path
+    """``export``: one file, or :class:`Source` files (one per feature view) joined on the event id."""
+
+    export: Path | tuple[Source, ...]
     model: str = "fraud"
     kind: str = "mlp"
     since_ms: int | None = None

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from rtml.train import model as models
-from rtml.train.dataset import DatasetError, from_table, load_export, time_split
+from rtml.train.dataset import DatasetError, Source, from_table, load_export, time_split
 from rtml.train.pipeline import TrainConfig, TrainResult, feature_specs, train
 from services.monitor.profiles import ReferenceProfile
 from tests.train.export_factory import FEATURES, export_table, write
@@ -139,3 +139,27 @@ def test_plain_names_are_request_features_and_entity_from_keys_a_view() -> None:
     specs = feature_specs(["merchant_volume:txn_count_5m", "hour"], entity_from={"merchant_volume": "merchant"})
     assert (specs[0].view, specs[0].field, specs[0].entity_from) == ("merchant_volume", "txn_count_5m", "merchant")
     assert specs[1].source == "request"
+
+
+def test_per_view_exports_join_on_the_event_id_as_online_features(table: pa.Table, tmp_path: Path) -> None:
+    # The features service's layout: event_id, entity, ts, label, then the view's plain feature names.
+    keys = {"event_id": table.column("event_id"), "entity": table.column("entity"), "ts": table.column("event_ts")}
+    velocity = pa.table({**keys, "label": table.column("label"), "txn_count_1h": table["card_velocity.txn_count_1h"]})
+    # The second view's file is in another order and lacks a few rows: the join keeps rows in both.
+    amount = pa.table({**keys, "label": table.column("label"), "amount_mean_24h": table["card_amount.amount_mean_24h"]})
+    amount = amount.slice(5).take(np.random.default_rng(0).permutation(amount.num_rows - 5))
+    sources = (
+        Source.parse(f"card_velocity={write(velocity, tmp_path / 'velocity.parquet')}"),
+        Source.parse(f"card_amount={write(amount, tmp_path / 'amount.csv')}"),
+    )
+    data = load_export(sources)
+    assert data.features == ("card_velocity.txn_count_1h", "card_amount.amount_mean_24h")
+    expected = load_export(write(table, tmp_path / "all.parquet"), features=data.features)
+    keep = np.isin(expected.ids, data.ids)
+    assert np.array_equal(expected.ids[keep], data.ids) and np.allclose(expected.x[keep], data.x)
+    fitted = train(TrainConfig(export=sources, kind="logreg"))
+    specs = fitted.metadata.features
+    assert [(s.source, s.view, s.field) for s in specs] == [
+        ("online", "card_velocity", "txn_count_1h"),
+        ("online", "card_amount", "amount_mean_24h"),
+    ]
