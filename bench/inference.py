@@ -114,6 +114,7 @@ class Point:
     p50_ms: float
     p99_ms: float
     p999_ms: float
+    server_cpu_us_per_req: float = float("nan")
 
     @property
     def saturated(self) -> bool:
@@ -164,19 +165,29 @@ async def open_loop(nc: Any, subject: str, payloads: list[bytes], rate: float, d
     )  # fmt: skip
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used (Linux /proc), so load from others does not count."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def sweep(  # noqa: PLR0917
-    nc: Any, target: str, subject: str, payloads: list[bytes], rates: list[float], duration_s: float
+    nc: Any, target: str, subject: str, payloads: list[bytes], rates: list[float], duration_s: float, pid: int
 ) -> list[Point]:
     await open_loop(nc, subject, payloads, min(rates[0], 500), 0.5)  # warm the path
     points = []
     for rate in rates:
+        cpu_before = cpu_seconds(pid)
         point = await open_loop(nc, subject, payloads, rate, duration_s)
+        await asyncio.sleep(0.2)  # the prediction log is published just after the replies
+        point.server_cpu_us_per_req = (cpu_seconds(pid) - cpu_before) / max(point.ok, 1) * 1e6
         point.target = target
         points.append(point)
         print(
             f"{target:<10} rate={rate:>6.0f}/s achieved={point.achieved:>7.0f}/s ok={point.ok:>6} "
             f"err={point.errors:>4} "
-            f"p50={point.p50_ms:6.2f}ms p99={point.p99_ms:7.2f}ms p99.9={point.p999_ms:7.2f}ms",
+            f"p50={point.p50_ms:6.2f}ms p99={point.p99_ms:7.2f}ms p99.9={point.p999_ms:7.2f}ms "
+            f"server_cpu={point.server_cpu_us_per_req:5.0f}us/req",
             flush=True,
         )
         if point.saturated:
@@ -256,7 +267,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             )
             processes.append(echo)
             await wait_for(nc, echo_subject, payloads[0], echo)
-            results["echo"] = await sweep(nc, "echo", echo_subject, payloads, rates, duration_s)
+            results["echo"] = await sweep(nc, "echo", echo_subject, payloads, rates, duration_s, echo.pid)
             echo.terminate()
             await echo.wait()
 
@@ -267,9 +278,11 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             processes.append(server)
             for model in ("nobatch", "batch"):
                 await wait_for(nc, names.predict(model), payloads[0], server)
-            results["nobatch"] = await sweep(nc, "nobatch", names.predict("nobatch"), payloads, rates, duration_s)
+            results["nobatch"] = await sweep(
+                nc, "nobatch", names.predict("nobatch"), payloads, rates, duration_s, server.pid
+            )
             await asyncio.sleep(3.0)  # let a saturated backlog drain before the next target
-            results["batch"] = await sweep(nc, "batch", names.predict("batch"), payloads, rates, duration_s)
+            results["batch"] = await sweep(nc, "batch", names.predict("batch"), payloads, rates, duration_s, server.pid)
         finally:
             for process in processes:
                 if process.returncode is None:
@@ -294,7 +307,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
     batch_p99_2ms = [p.rate for p in results["batch"] if not p.saturated and p.p99_ms < 2.0]
     echo_rps, nobatch_rps, batch_rps = (sustainable(results[t]) for t in ("echo", "nobatch", "batch"))
+
+    def cpu_at_lowest_rate(points: list[Point]) -> float:
+        return round(points[0].server_cpu_us_per_req, 1) if points else float("nan")
+
     return {
+        "load_avg_1m_at_end": os.getloadavg()[0],
+        "echo_server_cpu_us_per_req": cpu_at_lowest_rate(results["echo"]),
+        "nobatch_server_cpu_us_per_req": cpu_at_lowest_rate(results["nobatch"]),
+        "batch_server_cpu_us_per_req": cpu_at_lowest_rate(results["batch"]),
         "echo_sustained_rps": round(echo_rps),
         "nobatch_sustained_rps": round(nobatch_rps),
         "batch_sustained_rps": round(batch_rps),
