@@ -39,6 +39,7 @@ class ConsumerSpec:
     fetch_timeout_s: float
     ack_wait_s: float
     retry_max_s: float
+    max_ack_pending: int
 
 
 class BatchConsumer:
@@ -63,7 +64,10 @@ class BatchConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.spec.ack_wait_s,
-            max_ack_pending=max(10_000, 4 * self.spec.batch_size),
+            # A cap of one batch per replica keeps redelivery in order: after a crash the
+            # server redelivers the unacked batch before anything newer, so it is not
+            # pushed past the lateness bound by what came after it.
+            max_ack_pending=self.spec.max_ack_pending,
         )
         try:
             await self.js.add_consumer(self.spec.stream, config)

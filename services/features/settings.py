@@ -29,6 +29,7 @@ class FeaturesSettings:
     lag_poll_s: float = 1.0
     max_entities: int = 1000
     retry_max_s: float = 5.0
+    max_ack_pending: int = 0  # 0: one batch (in-order redelivery for one replica)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeaturesSettings:
@@ -42,4 +43,5 @@ class FeaturesSettings:
             lag_poll_s=read_float(env, "RTML_FEATURES_LAG_POLL_S", 1.0, minimum=0.05, maximum=60),
             max_entities=read_int(env, "RTML_FEATURES_MAX_ENTITIES", 1000, minimum=1, maximum=100_000),
             retry_max_s=read_float(env, "RTML_FEATURES_RETRY_MAX_S", 5.0, minimum=0.1, maximum=300),
+            max_ack_pending=read_int(env, "RTML_FEATURES_MAX_ACK_PENDING", 0, minimum=0, maximum=1_000_000),
         )
