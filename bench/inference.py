@@ -115,6 +115,7 @@ class Point:
     p99_ms: float
     p999_ms: float
     server_cpu_us_per_req: float = float("nan")
+    degraded: int = 0
 
     @property
     def saturated(self) -> bool:
@@ -126,10 +127,11 @@ async def open_loop(nc: Any, subject: str, payloads: list[bytes], rate: float, d
     n = max(1, int(rate * duration_s))
     latencies: list[float] = []
     errors = 0
+    degraded = 0
     last_done = 0.0
 
     async def one(i: int, scheduled: float) -> None:
-        nonlocal errors, last_done
+        nonlocal errors, degraded, last_done
         try:
             msg = await nc.request(subject, payloads[i % len(payloads)], timeout=2.0)
         except Exception:
@@ -140,6 +142,8 @@ async def open_loop(nc: Any, subject: str, payloads: list[bytes], rate: float, d
             errors += 1
             return
         latencies.append(done - scheduled)
+        if b"\xa8degraded\xc3" in msg.data:  # msgpack "degraded": true, without decoding every reply
+            degraded += 1
         last_done = max(last_done, done)
 
     tasks = []
@@ -161,7 +165,7 @@ async def open_loop(nc: Any, subject: str, payloads: list[bytes], rate: float, d
     return Point(
         target="", rate=rate, sent=n, ok=len(latencies), errors=errors, achieved=len(latencies) / span,
         p50_ms=float(np.percentile(lat, 50)), p99_ms=float(np.percentile(lat, 99)),
-        p999_ms=float(np.percentile(lat, 99.9)),
+        p999_ms=float(np.percentile(lat, 99.9)), degraded=degraded,
     )  # fmt: skip
 
 
@@ -187,7 +191,7 @@ async def sweep(  # noqa: PLR0917
             f"{target:<10} rate={rate:>6.0f}/s achieved={point.achieved:>7.0f}/s ok={point.ok:>6} "
             f"err={point.errors:>4} "
             f"p50={point.p50_ms:6.2f}ms p99={point.p99_ms:7.2f}ms p99.9={point.p999_ms:7.2f}ms "
-            f"server_cpu={point.server_cpu_us_per_req:5.0f}us/req",
+            f"server_cpu={point.server_cpu_us_per_req:5.0f}us/req degraded={point.degraded}",
             flush=True,
         )
         if point.saturated:
