@@ -27,7 +27,7 @@ SERVICES: dict[str, int] = {"ingest": 8101, "features": 8102, "inference": 8103,
 # Metrics the dashboard and rules read that no rtml service exports, with who does.
 EXTERNAL_METRICS: dict[str, str] = {
     "up": "Prometheus, per scrape target",
-    "jetstream_consumer_num_pending": "prometheus-nats-exporter -jsz=all (compose) / the NATS chart's promExporter",
+    "nats_consumer_num_pending": "prometheus-nats-exporter -jsz=all -prefix=nats (compose, NATS chart promExporter)",
 }
 
 

@@ -136,7 +136,7 @@ def test_the_metric_extraction_sees_what_the_rules_read() -> None:
     # The extraction under the checks above must find names, or those checks pass vacuously.
     names = used_metric_names()
     assert "rtml_inference_request_latency_seconds_bucket" in names
-    assert "jetstream_consumer_num_pending" in names
+    assert "nats_consumer_num_pending" in names
     assert not any(":" in name for name in names)
 
 
