@@ -1,0 +1,19 @@
+"""``python -m rtml.simulate``: the ``rtml simulate`` command on its own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rtml.simulate.cli import register
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m rtml.simulate")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["simulate", *sys.argv[1:]])
+    raise SystemExit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()
