@@ -236,7 +236,7 @@ def parse_view(body: Mapping[str, Any]) -> FeatureView:
     >>> v = parse_view({"name": "v", "version": 1, "source": "transaction", "entity": "card",
     ...                 "features": [{"name": "n_1m", "agg": "count", "window": "1m"}]})
     >>> v.windows, v.ttl_ms
-    ((Window(width_ms=60000, buckets=12),), 60060000)
+    ((Window(width_ms=60000, buckets=12),), 3720000)
     """
     if not isinstance(body, Mapping):
         raise ViewError("a view must be a map")

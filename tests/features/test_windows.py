@@ -22,7 +22,7 @@ def _dedup(evs: list[Ev]) -> list[Ev]:
     return out
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(evs=events(), shift=st.integers(-5, 40))
 def test_compute_vector_matches_brute_force(evs: list[Ev], shift: int) -> None:
     unique = _dedup(evs)
