@@ -1,0 +1,1 @@
+"""The five rtml services, one package each: ingest, features, inference, monitor, rollout."""
