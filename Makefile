@@ -16,7 +16,10 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(BIN)/rtml up
 
+# CI runs this: static checks of the shipped code, then every test on real servers.
 test: setup
+	$(BIN)/ruff check shared services infra rtml
+	$(BIN)/mypy shared services infra rtml
 	$(BIN)/pytest
 
 bench: setup
@@ -24,7 +27,7 @@ bench: setup
 
 lint: setup
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff format --check --exclude 'docs/*' .
 	$(BIN)/mypy
 
 clean:
