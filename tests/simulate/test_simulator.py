@@ -37,8 +37,8 @@ HOUR_MS = 3_600_000
 @pytest.fixture(scope="module")
 def run() -> tuple[Simulator, list[Emission]]:
     sim = Simulator(CONFIG)
-    # Three simulated days; labels of the last hours are still pending and not emitted.
-    return sim, list(sim.until(CONFIG.start_ms + 3 * 24 * HOUR_MS))
+    # Two simulated days; labels of the last hours are still pending and not emitted.
+    return sim, list(sim.until(CONFIG.start_ms + 2 * 24 * HOUR_MS))
 
 
 def transactions(items: list[Emission]) -> list[Transaction]:
@@ -62,7 +62,7 @@ def test_emissions_are_in_time_order_and_ids_unique(run: tuple[Simulator, list[E
     stamps = [i.ts for i in items]
     assert stamps == sorted(stamps)
     assert len({i.id for i in items}) == len(items)
-    assert all(CONFIG.start_ms <= ts < CONFIG.start_ms + 3 * 24 * HOUR_MS for ts in stamps)
+    assert all(CONFIG.start_ms <= ts < CONFIG.start_ms + 2 * 24 * HOUR_MS for ts in stamps)
 
 
 def test_fraud_episodes_come_at_the_configured_rates(run: tuple[Simulator, list[Emission]]) -> None:
@@ -71,7 +71,7 @@ def test_fraud_episodes_come_at_the_configured_rates(run: tuple[Simulator, list[
     for tx in transactions(items):
         if tx.pattern is not None:
             episodes[tx.pattern].add(tx.episode)  # type: ignore[arg-type]
-    assert sim.arrivals > 80_000
+    assert sim.arrivals > 50_000
     for pattern, rate in RATES.items():
         assert within_binomial(sim.episodes[pattern], sim.arrivals, rate), (pattern, sim.episodes[pattern])
         # Every episode begun was emitted, apart from ones still running at the end.
@@ -146,14 +146,14 @@ def _legit_log_amounts(items: list[Emission], category: str) -> np.ndarray:
 
 def test_amount_shift_moves_every_category_by_the_factor() -> None:
     sim = Simulator(CONFIG)
-    before = sim.take(20_000)
+    before = sim.take(8_000)
     sim.set_drift("amount_shift")
-    after = sim.take(20_000)
+    after = sim.take(8_000)
     for category in ("grocery", "retail", "digital"):
         shift = _legit_log_amounts(after, category).mean() - _legit_log_amounts(before, category).mean()
         assert abs(shift - math.log(CONFIG.amount_shift_factor)) < 0.1, category
     sim.set_drift("amount_shift", False)
-    back = sim.take(20_000)
+    back = sim.take(8_000)
     assert abs(_legit_log_amounts(back, "grocery").mean() - _legit_log_amounts(before, "grocery").mean()) < 0.1
 
 
@@ -161,7 +161,7 @@ def test_category_mix_change_follows_the_shifted_mix() -> None:
     sim = Simulator(CONFIG)
     sim.take(2_000)
     sim.set_drift("category_mix")
-    after = [tx for tx in transactions(sim.take(40_000)) if not tx.fraud]
+    after = [tx for tx in transactions(sim.take(16_000)) if not tx.fraud]
     counts = Counter(tx.category for tx in after)
     expected = mix_weights(SHIFTED_MIX)
     baseline = mix_weights(None)
