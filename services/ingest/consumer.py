@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import nats.errors
@@ -20,9 +21,10 @@ import structlog
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, PubAck
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from services.ingest.acked import AckedPublisher
 from services.ingest.dlq import CONTENT_TYPE, dead_letter_headers
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import Accepted, Outcome, Pipeline, Rejected
@@ -75,6 +77,7 @@ class Intake:
         self.pipeline = pipeline
         self.settings = settings
         self.metrics = metrics
+        self.publisher = AckedPublisher(nc)
 
     async def ensure_consumer(self) -> None:
         """Create the durable consumer unless it exists (replicas racing here is harmless: same config)."""
@@ -89,10 +92,12 @@ class Intake:
         await self.ensure_consumer()
         pump = PullPump(self.nc, self.names.stream("events"), self.names.consumer("ingest"), batch=self.settings.batch)
         await pump.start()
+        await self.publisher.start()
         try:
             await asyncio.gather(*(self._loop(pump, stop) for _ in range(self.settings.fetchers)))
         finally:
             await pump.stop()
+            await self.publisher.stop()
 
     async def _loop(self, pump: PullPump, stop: asyncio.Event) -> None:
         delay = 0.1
@@ -124,39 +129,13 @@ class Intake:
         if msgs:
             with contextlib.suppress(Exception):
                 self.metrics.lag.set(msgs[-1].metadata.num_pending)
-        results = await self._publish_all(publications)
+        results = await self.publisher.publish_all(
+            [(p.subject, p.payload, p.headers) for p in publications], timeout_s=self.settings.publish_timeout_s
+        )
+        tally = BatchTally()
         for publication, result in zip(publications, results, strict=True):
-            await self._settle(publication, result)
-
-    async def _publish_all(self, publications: list[Publication]) -> list[PubAck | BaseException]:
-        """Publish every output at once; each result is its JetStream ack or why there is none.
-
-        ``publish_async`` pipelines the publishes on one reply subscription (``js.publish`` would pay a
-        request and a timer per message); outputs unanswered after ``publish_timeout_s`` count as failed.
-        """
-        futures: list[asyncio.Future[PubAck]] = []
-        for publication in publications:
-            try:
-                future = await self.js.publish_async(
-                    publication.subject, publication.payload, headers=publication.headers,
-                    wait_stall=self.settings.publish_timeout_s,
-                )  # fmt: skip
-            except Exception as error:
-                future = asyncio.get_running_loop().create_future()
-                future.set_exception(error)
-            futures.append(future)
-        if futures:
-            _, late = await asyncio.wait(futures, timeout=self.settings.publish_timeout_s)
-            for future in late:
-                future.cancel()
-        results: list[PubAck | BaseException] = []
-        for future in futures:
-            if future.cancelled():
-                results.append(TimeoutError("no JetStream ack in time"))
-            else:
-                failure = future.exception()
-                results.append(failure if failure is not None else future.result())
-        return results
+            await self._settle(publication, result, tally)
+        tally.record(self.metrics, time.time())
 
     async def _decide(self, msg: Msg, now_ms: int) -> Publication | None:
         meta = msg.metadata
@@ -217,7 +196,7 @@ class Intake:
         headers = self._dlq_headers(msg, outcome, now_ms, content_type)
         return Publication(msg, self.names.dlq(outcome.event_type), msg.data, headers, outcome, stored_at)
 
-    async def _settle(self, publication: Publication, result: PubAck | BaseException) -> None:
+    async def _settle(self, publication: Publication, result: bytes | BaseException, tally: BatchTally) -> None:
         msg, outcome = publication.msg, publication.outcome
         if isinstance(result, BaseException):
             self.metrics.publish_failures.inc()
@@ -232,10 +211,33 @@ class Intake:
         except Exception as error:  # the input comes back after ack_wait; its output is deduplicated then
             log.warning("ack_failed", error=str(error) or type(error).__name__)
             return
+        tally.add(outcome, publication.stored_at)
+
+
+class BatchTally:
+    """A batch's outcomes, counted locally and added to the metrics once (label lookups cost per call)."""
+
+    def __init__(self) -> None:
+        self.accepted: Counter[str] = Counter()
+        self.unknown_fields: Counter[str] = Counter()
+        self.rejected: Counter[tuple[str, str]] = Counter()
+        self.stored_at: dict[str, list[float]] = {}
+
+    def add(self, outcome: Outcome, stored_at: float) -> None:
         if isinstance(outcome, Accepted):
-            self.metrics.accepted.labels(outcome.event_type).inc()
-            if outcome.unknown_fields:
-                self.metrics.unknown_fields.labels(outcome.event_type).inc(outcome.unknown_fields)
-            self.metrics.latency.labels(outcome.event_type).observe(max(0.0, time.time() - publication.stored_at))
+            self.accepted[outcome.event_type] += 1
+            self.unknown_fields[outcome.event_type] += outcome.unknown_fields
+            self.stored_at.setdefault(outcome.event_type, []).append(stored_at)
         else:
-            self.metrics.rejected.labels(outcome.metric_type, outcome.rejection.reason.value).inc()
+            self.rejected[outcome.metric_type, outcome.rejection.reason.value] += 1
+
+    def record(self, metrics: IngestMetrics, now: float) -> None:
+        for event_type, count in self.accepted.items():
+            metrics.accepted.labels(event_type).inc(count)
+            if self.unknown_fields[event_type]:
+                metrics.unknown_fields.labels(event_type).inc(self.unknown_fields[event_type])
+            latency = metrics.latency.labels(event_type)
+            for stored_at in self.stored_at[event_type]:
+                latency.observe(max(0.0, now - stored_at))
+        for (event_type, reason), count in self.rejected.items():
+            metrics.rejected.labels(event_type, reason).inc(count)

@@ -62,6 +62,23 @@ def nesting_depth(value: Any, limit: int) -> int:
     """
     if not isinstance(value, dict | list | tuple):
         return 0
+    if isinstance(value, dict) and limit >= 2:
+        # The usual event: a map whose values are scalars or maps of scalars (two levels), checked with plain
+        # loops; anything deeper takes the general walk below.
+        depth = 1
+        for child in value.values():
+            if child.__class__ is dict:
+                depth = 2
+                for leaf in child.values():
+                    if isinstance(leaf, dict | list | tuple):
+                        depth = 0
+                        break
+            elif isinstance(child, dict | list | tuple):
+                depth = 0
+            if not depth:
+                break
+        if depth:
+            return depth
     deepest = 0
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:

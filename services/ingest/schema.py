@@ -57,6 +57,10 @@ class FieldSpec:
     unit: str = ""
     currency_field: str | None = None
     description: str = ""
+    path: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", f"data.{self.name}")
 
     @classmethod
     def from_dict(cls, event_type: str, name: str, body: Mapping[str, Any]) -> FieldSpec:
@@ -136,9 +140,18 @@ class EventSchema:
     description: str = ""
     hook: Hook | None = field(default=None, compare=False)
     by_name: dict[str, FieldSpec] = field(init=False, repr=False, compare=False)
+    plain_fields: tuple[FieldSpec, ...] = field(init=False, repr=False, compare=False)
+    money_fields: tuple[FieldSpec, ...] = field(init=False, repr=False, compare=False)
+    known_keys: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        # Derived once: validation runs per event, the schema changes only at start.
+        money = tuple(spec for spec in self.fields if spec.kind == "money")
         object.__setattr__(self, "by_name", {spec.name: spec for spec in self.fields})
+        object.__setattr__(self, "plain_fields", tuple(spec for spec in self.fields if spec.kind != "money"))
+        object.__setattr__(self, "money_fields", money)
+        known = {spec.name for spec in self.fields} | {f"{spec.name}_minor" for spec in money}
+        object.__setattr__(self, "known_keys", frozenset(known))
 
     @classmethod
     def from_dict(cls, body: Mapping[str, Any], *, hook: Hook | None = None) -> EventSchema:

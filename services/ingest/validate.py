@@ -116,33 +116,28 @@ def check_event_time(ts: int, field: str, *, now_ms: int, limits: Limits) -> Non
 
 def normalize_data(raw: dict[Any, Any], schema: EventSchema) -> tuple[dict[str, Any], int]:
     """The declared fields normalized (money after its currency), and how many unknown fields were dropped."""
-    by_name = schema.by_name
-    money_minor = {f"{spec.name}_minor" for spec in schema.fields if spec.kind == "money"}
-    unknown = sum(1 for key in raw if key not in by_name and key not in money_minor)
+    known = schema.known_keys
+    unknown = sum(1 for key in raw if key not in known)
     data: dict[str, Any] = {}
-    for spec in schema.fields:
-        if spec.kind == "money":
-            continue
+    for spec in schema.plain_fields:
         value = raw.get(spec.name)
-        if isinstance(value, str) and not value.strip() and spec.kind != "string":
+        if value.__class__ is str and spec.kind != "string" and not value.strip():
             value = None  # an empty string is an absent value for anything but free text
         if value is None:
             if spec.required:
-                raise Rejection(Reason.MISSING_FIELD, _path(spec), "required field is missing")
+                raise Rejection(Reason.MISSING_FIELD, spec.path, "required field is missing")
             continue
         data[spec.name] = normalize_value(value, spec)
-    for spec in schema.fields:
-        if spec.kind != "money":
-            continue
+    for spec in schema.money_fields:
         major, minor = raw.get(spec.name), raw.get(f"{spec.name}_minor")
         if major is None and minor is None:
             if spec.required:
-                raise Rejection(Reason.MISSING_FIELD, _path(spec), f"required field is missing (or {spec.name}_minor)")
+                raise Rejection(Reason.MISSING_FIELD, spec.path, f"required field is missing (or {spec.name}_minor)")
             continue
         currency = data.get(spec.currency_field or "")
         if currency is None:
             raise Rejection(Reason.MISSING_FIELD, f"data.{spec.currency_field}", "an amount needs its currency")
-        amount, amount_minor = to_amount(major, minor, currency, _path(spec))
+        amount, amount_minor = to_amount(major, minor, currency, spec.path)
         _check_bounds(amount, spec)
         data[spec.name] = amount
         data[f"{spec.name}_minor"] = amount_minor
@@ -151,50 +146,50 @@ def normalize_data(raw: dict[Any, Any], schema: EventSchema) -> tuple[dict[str, 
 
 def normalize_value(value: Any, spec: FieldSpec) -> Any:
     """One declared field's value, normalized for its kind and checked against its bounds."""
-    path = _path(spec)
-    if isinstance(value, dict | list | tuple | bytes | bytearray):
-        raise Rejection(Reason.WRONG_TYPE, path, f"must be a {spec.kind}, got {type(value).__name__}")
-    result: Any
-    if spec.kind == "number":
-        result = to_number(value, path)
-        _check_bounds(result, spec)
-    elif spec.kind == "integer":
-        result = to_integer(value, path)
-        _check_bounds(result, spec)
-    elif spec.kind == "boolean":
-        result = to_boolean(value, path)
-    elif spec.kind == "timestamp":
-        result = to_epoch_ms(value, path)
-        _check_bounds(result, spec)
-    elif spec.kind == "currency":
-        result = to_currency(value, path)
-        _check_enum(result, spec)
-    else:
-        result = to_category(value, path) if spec.kind == "category" else to_string(value, path)
-        if spec.required and not result:
-            raise Rejection(Reason.MISSING_FIELD, path, "must not be empty")
+    kind = spec.kind
+    if kind in {"string", "category"}:
+        if value.__class__ is str:
+            result = value.strip().lower() if kind == "category" else value.strip()
+        else:
+            result = to_category(value, spec.path) if kind == "category" else to_string(value, spec.path)
+        if not result and spec.required:
+            raise Rejection(Reason.MISSING_FIELD, spec.path, "must not be empty")
         if len(result) > spec.max_len:
-            raise Rejection(Reason.BAD_FORMAT, path, f"longer than {spec.max_len} characters")
+            raise Rejection(Reason.BAD_FORMAT, spec.path, f"longer than {spec.max_len} characters")
         if spec.pattern is not None and not spec.pattern.search(result):
-            raise Rejection(Reason.BAD_FORMAT, path, f"{result[:40]!r} does not match {spec.pattern.pattern!r}")
+            raise Rejection(Reason.BAD_FORMAT, spec.path, f"{result[:40]!r} does not match {spec.pattern.pattern!r}")
         _check_enum(result, spec)
-    return result
+        return result
+    if isinstance(value, dict | list | tuple | bytes | bytearray):
+        raise Rejection(Reason.WRONG_TYPE, spec.path, f"must be a {kind}, got {type(value).__name__}")
+    converted: Any
+    if kind == "number":
+        converted = to_number(value, spec.path)
+        _check_bounds(converted, spec)
+    elif kind == "integer":
+        converted = to_integer(value, spec.path)
+        _check_bounds(converted, spec)
+    elif kind == "boolean":
+        converted = to_boolean(value, spec.path)
+    elif kind == "timestamp":
+        converted = to_epoch_ms(value, spec.path)
+        _check_bounds(converted, spec)
+    else:
+        converted = to_currency(value, spec.path)
+        _check_enum(converted, spec)
+    return converted
 
 
 def _check_bounds(value: float, spec: FieldSpec) -> None:
     if spec.minimum is not None and value < spec.minimum:
-        raise Rejection(Reason.OUT_OF_RANGE, _path(spec), f"{value!r} is below the minimum {spec.minimum:g}")
+        raise Rejection(Reason.OUT_OF_RANGE, spec.path, f"{value!r} is below the minimum {spec.minimum:g}")
     if spec.maximum is not None and value > spec.maximum:
-        raise Rejection(Reason.OUT_OF_RANGE, _path(spec), f"{value!r} is above the maximum {spec.maximum:g}")
+        raise Rejection(Reason.OUT_OF_RANGE, spec.path, f"{value!r} is above the maximum {spec.maximum:g}")
 
 
 def _check_enum(value: str, spec: FieldSpec) -> None:
     if spec.enum is not None and value not in spec.enum:
-        raise Rejection(Reason.NOT_ALLOWED, _path(spec), f"{value[:40]!r} is not one of {sorted(spec.enum)}")
-
-
-def _path(spec: FieldSpec) -> str:
-    return f"data.{spec.name}"
+        raise Rejection(Reason.NOT_ALLOWED, spec.path, f"{value[:40]!r} is not one of {sorted(spec.enum)}")
 
 
 def _header_safe(value: str) -> bool:
