@@ -96,7 +96,8 @@ class InferenceService(Service):
         policy = BatchPolicy.from_dict(version.metadata.batch_policy)
         backend = make_backend(
             self.settings.backend, intra_op_threads=self.settings.intra_op_threads,
-            max_batch_size=policy.max_batch_size, cache_dir=self.settings.trt_cache_dir,
+            max_batch_size=policy.max_batch_size, preferred_batch_sizes=policy.preferred_batch_sizes,
+            concurrent_batches=policy.max_concurrent_batches, cache_dir=self.settings.trt_cache_dir,
         )  # fmt: skip
         await asyncio.to_thread(backend.load, artifact, len(version.metadata.features))
         if self.settings.warm_up_rounds:

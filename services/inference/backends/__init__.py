@@ -32,8 +32,16 @@ class Backend(Protocol):
         """Scores, one float per row of the float32 ``[batch, n_features]`` input."""
 
 
-def make_backend(kind: str, *, intra_op_threads: int = 1, max_batch_size: int = 32, cache_dir: str = "") -> Backend:
-    """The backend named ``kind``; a clear 503-style error when it is asked for and absent."""
+def make_backend(
+    kind: str,
+    *,
+    intra_op_threads: int = 1,
+    max_batch_size: int = 32,
+    preferred_batch_sizes: Sequence[int] = (),
+    concurrent_batches: int = 2,
+    cache_dir: str = "",
+) -> Backend:
+    """The backend named ``kind``; a clear 503-style error (at load) when it is asked for and absent."""
     if kind == "onnx":
         from services.inference.backends.onnx import OnnxBackend
 
@@ -41,7 +49,10 @@ def make_backend(kind: str, *, intra_op_threads: int = 1, max_batch_size: int = 
     if kind == "tensorrt":
         from services.inference.backends.tensorrt import TensorRTBackend
 
-        return TensorRTBackend(max_batch_size=max_batch_size, cache_dir=cache_dir)
+        return TensorRTBackend(
+            max_batch_size=max_batch_size, preferred_batch_sizes=preferred_batch_sizes,
+            streams=concurrent_batches, cache_dir=cache_dir,
+        )  # fmt: skip
     raise ValueError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
 
 

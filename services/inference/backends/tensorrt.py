@@ -22,7 +22,7 @@ import numpy as np
 import structlog
 
 from services.inference.backends import BackendUnavailable, FloatArray, to_scores
-from services.inference.backends.trt_plan import Profile, buffer_plan, engine_cache_key, profile_for
+from services.inference.backends.trt_plan import Profile, buffer_plan, engine_cache_key, profile_with_preferred
 
 log = structlog.get_logger(__name__)
 
@@ -56,8 +56,11 @@ class TensorRTBackend:
     name = "tensorrt"
     runs_in_thread = True
 
-    def __init__(self, *, max_batch_size: int, cache_dir: str = "", streams: int = 2) -> None:
+    def __init__(
+        self, *, max_batch_size: int, preferred_batch_sizes: Sequence[int] = (), cache_dir: str = "", streams: int = 2
+    ) -> None:
         self.max_batch_size = max_batch_size
+        self.preferred_batch_sizes = tuple(preferred_batch_sizes)
         self.cache_dir = Path(cache_dir) if cache_dir else Path.home() / ".cache" / "rtml" / "trt"
         self.streams = streams
         self.n_features = 0
@@ -81,7 +84,7 @@ class TensorRTBackend:
             logger = trt.Logger(trt.Logger.WARNING)
             builder = trt.Builder(logger)
             self.fp16 = bool(builder.platform_has_fast_fp16)
-            profile = profile_for([self.max_batch_size], n_features)
+            profile = profile_with_preferred(self.max_batch_size, self.preferred_batch_sizes, n_features)
             key = engine_cache_key(
                 onnx_sha256=hashlib.sha256(artifact).hexdigest(), gpu_name=device.name(),
                 compute_capability=device.compute_capability(), trt_version=trt.__version__,
