@@ -38,10 +38,14 @@ class PullPump:
         self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
 
     async def stop(self) -> None:
+        """Unsubscribe, and hand back what arrived but was not taken (nak: redelivered now, not after ack wait)."""
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        while not self._queue.empty():
+            with contextlib.suppress(Exception):
+                await self._queue.get_nowait().nak()
 
     async def _on_message(self, msg: Msg) -> None:
         status = msg.headers.get(STATUS) if msg.headers else None

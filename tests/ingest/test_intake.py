@@ -132,3 +132,27 @@ async def test_client_sdk(service: IngestService, nc: Client, names: Names) -> N
     labels = await read_stream(js, names.stream("labels"), subject=names.labels("label"))
     assert any(msgpack.unpackb(m.data) == {"id": first, "label": 0.0, "ts": msgpack.unpackb(m.data)["ts"],
                                            "event_id": "sdk-label"} for m in labels)  # fmt: skip
+
+
+async def test_two_replicas_share_the_consumer(service: IngestService, settings: CommonSettings, nc: Client) -> None:
+    names = Names(settings.namespace)
+    second = IngestService(IngestSettings(common=settings, batch=16, fetch_wait_s=0.2))
+    await second.start()
+    try:
+        js = nc.jetstream()
+        before = await read_ledger(js, names)
+        now_ms = int(time.time() * 1000)
+        cases = valid_cases("r2", 1000, now_ms) + malformed_cases("r2", now_ms)
+        by_seq = await publish_cases(js, names, cases)
+        expected = len(before.norm) + len(before.labels) + len(before.dlq) + len(cases)
+        await wait_for_outcomes(js, names, expected)
+    finally:
+        await second.stop()
+    after = await read_ledger(js, names)
+    known = {(m.seq, m.subject) for m in before.norm + before.labels + before.dlq}
+    fresh = type(after)(
+        norm=[m for m in after.norm if (m.seq, m.subject) not in known],
+        labels=[m for m in after.labels if (m.seq, m.subject) not in known],
+        dlq=[m for m in after.dlq if (m.seq, m.subject) not in known],
+    )
+    check_conservation(fresh, by_seq, event_ids(cases))
