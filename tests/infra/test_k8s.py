@@ -24,6 +24,7 @@ from tests.infra.inventory import (
     yaml_files,
 )
 
+AUTOSCALERS = ("ScaledObject", "HorizontalPodAutoscaler")
 SAMPLE_SECRETS = {"database-url": "postgresql://rtml:secret@postgres.example:5432/rtml", "admin-token": "t0ken"}
 
 
@@ -131,7 +132,7 @@ def check_documents(docs: list[dict[str, Any]], where: str) -> list[str]:
         if ("minAvailable" in spec) == ("maxUnavailable" in spec):
             problems.append(f"{where}: PodDisruptionBudget {name} needs exactly one of minAvailable, maxUnavailable")
         target = deployments.get(name)
-        if target is not None and target["spec"]["replicas"] == 1 and spec.get("minAvailable") == 1:
+        if target is not None and target["spec"].get("replicas", 1) == 1 and spec.get("minAvailable") == 1:
             problems.append(f"{where}: PodDisruptionBudget {name} would block every node drain (1 replica)")
     return problems
 
@@ -164,6 +165,10 @@ def check_autoscaling(docs: list[dict[str, Any]], where: str) -> list[str]:
         target = hpa["spec"]["scaleTargetRef"]
         if target["kind"] != "Deployment" or target["name"] not in deployments:
             problems.append(f"{where}: HPA {name} targets {target}")
+    scaled_targets = [doc["spec"]["scaleTargetRef"]["name"] for doc in docs if doc.get("kind") in AUTOSCALERS]
+    for target in scaled_targets:
+        if "replicas" in deployments.get(target, {}).get("spec", {}):
+            problems.append(f"{where}: Deployment {target} is autoscaled but sets spec.replicas (an apply resets it)")
         if not hpa["spec"].get("metrics"):
             problems.append(f"{where}: HPA {name} has no metrics")
     return problems
@@ -179,12 +184,14 @@ def test_the_checks_catch_broken_manifests() -> None:
     docs = [doc for doc in docs if not (doc["kind"] == "PodDisruptionBudget" and doc["metadata"]["name"] == "monitor")]
     scaled = by_kind(docs, "ScaledObject")["features"]
     scaled["spec"]["triggers"][0]["metadata"]["consumer"] = "rtml_features_other"
+    service_deployments(docs)["inference"]["spec"]["replicas"] = 3
     problems = "\n".join(check_documents(docs, "broken") + check_autoscaling(docs, "broken"))
     assert "Deployment ingest: readinessProbe must GET /readyz" in problems
     assert "Deployment ingest: no memory request" in problems
     assert "Deployment ingest: terminationGracePeriodSeconds 10" in problems
     assert "Deployment monitor: no PodDisruptionBudget selects it" in problems
     assert "ScaledObject features watches rtml_norm/rtml_features_other" in problems
+    assert "Deployment inference is autoscaled but sets spec.replicas" in problems
 
 
 def test_service_settings_validation_is_not_vacuous() -> None:
