@@ -2,7 +2,7 @@
 
 Examples::
 
-    rtml simulate --rate 200 --speedup 60 --duration-s 3600
+    rtml simulate --rate 200 --speedup 60 --duration-s 3600   # an hour in a minute, ending now
     rtml simulate --history-hours 6 --sim-rate 5          # replay 6 h ending now, unpaced
     rtml simulate --drift amount_shift@1800 --drift new_pattern@2400
     rtml simulate --count 10000 --out events.jsonl        # no NATS: JSON lines
@@ -80,9 +80,18 @@ def build(args: argparse.Namespace, now_ms: int) -> tuple[SimConfig, list[DriftS
     if args.history_hours is not None:
         start_ms = now_ms - int(args.history_hours * 3_600_000)
         end_ms: int | None = now_ms
-    else:
-        start_ms = int(datetime.fromisoformat(args.start).timestamp() * 1000) if args.start else now_ms
+    elif args.start:
+        start_ms = int(datetime.fromisoformat(args.start).timestamp() * 1000)
         end_ms = None
+    elif speedup > 1 and args.out is None:
+        # Compressed time must never run ahead of the wall clock (ingest refuses events from the
+        # future): start far enough back that the simulated clock reaches now just as the run ends.
+        if args.duration_s is None:
+            raise ValueError("with --speedup above 1, give --duration-s (or --start) so simulated time ends at now")
+        start_ms = now_ms - int(args.duration_s * 1000 * (1 - 1 / speedup))
+        end_ms = None
+    else:
+        start_ms, end_ms = now_ms, None
     if args.duration_s is not None:
         end_ms = start_ms + int(args.duration_s * 1000)
     defaults = SimConfig()

@@ -82,3 +82,18 @@ def test_cli_refuses_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     args = parser.parse_args(["simulate", "--fraud-rate", "bank_robbery=0.1", "--out", "/dev/null"])
     assert args.func(args) == 2
     assert "bank_robbery" in capsys.readouterr().err
+
+
+def test_compressed_time_never_runs_ahead_of_the_wall_clock() -> None:
+    parser = argparse.ArgumentParser()
+    cli.register(parser.add_subparsers())
+    now = 1_800_000_000_000
+    args = parser.parse_args(["simulate", "--speedup", "60", "--duration-s", "3600"])
+    config, _, end_ms, speedup = cli.build(args, now)
+    # Simulated time at wall second e is start + 60 e; the run lasts 60 wall seconds and ends at now + 60 s.
+    assert speedup == 60 and end_ms == config.start_ms + 3_600_000
+    for elapsed_s in (0, 30, 60):
+        assert config.start_ms + elapsed_s * 60_000 <= now + elapsed_s * 1000
+    assert end_ms == now + 60_000
+    with pytest.raises(ValueError, match="--duration-s"):
+        cli.build(parser.parse_args(["simulate", "--speedup", "60"]), now)
