@@ -18,7 +18,7 @@ case "$name" in
         exec python -m "services.${name}" "$@"
         ;;
     rtml)
-        exec python -c 'import sys; from rtml.cli import main; sys.argv[0] = "rtml"; sys.exit(main())' "$@"
+        exec python -m rtml "$@"
         ;;
     -h | --help | help)
         usage
