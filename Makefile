@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo up test bench lint loadtest clean
+.PHONY: setup demo test bench lint loadtest clean
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,12 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check --exclude 'docs/*' .
 	$(BIN)/mypy
+
+# Locust lives in its own extra: gevent patches the stdlib, so no service ever imports it.
+loadtest: setup
+	$(BIN)/python -m pip install -q -e '.[loadtest]'
+	$(BIN)/rtml infra up
+	loadtest/run.sh --standalone
 
 clean:
 	$(BIN)/rtml infra down || true
