@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from services.monitor import performance as perf
 from services.monitor.alerts import Breach
-from services.monitor.detectors.bank import ERROR_RATE, DetectorBank
+from services.monitor.detectors.bank import ERROR_RATE, Alarm, DetectorBank
 from services.monitor.profiles import SCORE, CategoricalProfile, FeatureProfile, ReferenceProfile, category_key
 from services.monitor.settings import ModelConfig
 from services.monitor.windowed import FeatureDrift, confidence, evaluate
@@ -92,39 +93,57 @@ class VersionMonitor:
 
     # predictions -----------------------------------------------------------
     def observe(self, record: PredictionRecord, *, signals: bool = True) -> list[Signal]:
-        """Take one prediction; detector alarms come back at once, windowed results every ``eval_every``."""
-        self.count += 1
-        if record.score is None:
-            self.errors += 1
+        """Take one prediction; see :meth:`observe_batch`."""
+        return self.observe_batch([record], signals=signals)
+
+    def observe_batch(self, records: Sequence[PredictionRecord], *, signals: bool = True) -> list[Signal]:
+        """Take a batch of this version's predictions, in stream order.
+
+        Detector alarms come back for the batch (at most one signal per feature), windowed
+        results whenever ``eval_every`` predictions have accumulated. ``signals=False``
+        (replay on start) updates every window and detector but reports nothing.
+        """
+        self.count += len(records)
+        answered = [r for r in records if r.score is not None]
+        self.errors += len(records) - len(answered)
+        if not answered:
             return []
-        self.scores.append(record.ts, (record.score,))
+        ts = np.fromiter((r.ts for r in answered), dtype=np.int64, count=len(answered))
+        scores = np.fromiter((r.score for r in answered), dtype=np.float64, count=len(answered))
+        self.scores.extend(ts, scores.reshape(-1, 1))
         if not self.columns:
             return []
-        features = record.features
-        row = [features.get(name, math.nan) if name != SCORE else record.score for name in self.columns]
-        self.window.append(record.ts, row)
+        nan = math.nan
+        columns = self.columns
+        matrix = np.array(
+            [[r.features.get(name, nan) if name != SCORE else r.score for name in columns] for r in answered],
+            dtype=np.float64,
+        )
+        self.window.extend(ts, matrix)
         out: list[Signal] = []
-        bank = self.bank
-        if bank is not None:
-            for name, value, categorical in zip(self.columns, row, self._categorical, strict=True):
-                if math.isnan(value):  # feature missing from this record
-                    continue
-                alarm = (
-                    bank.update_category(name, category_key(value)) if categorical else bank.update_numeric(name, value)
-                )
-                if alarm is not None:
-                    self.alarms += 1
-                    self._alarmed.add(name)
-                    if signals:
-                        out.append(
-                            Signal(DRIFT, self.version, name, f"stream:{alarm.signal}",
-                                   Breach("cusum", alarm.statistic, alarm.threshold, f"stream:{alarm.signal}",
-                                          "warning", {"signal": alarm.signal, "direction": alarm.direction}))
-                        )  # fmt: skip
-        self._pending += 1
+        if self.bank is not None:
+            alarms: list[tuple[int, Alarm]] = []
+            for j, (name, categorical) in enumerate(zip(columns, self._categorical, strict=True)):
+                column = matrix[:, j]
+                if categorical:
+                    keys = [None if math.isnan(v) else category_key(v) for v in column.tolist()]
+                    alarms.extend(self.bank.update_category_many(name, keys))
+                else:
+                    alarms.extend(self.bank.update_numeric_many(name, column))
+            self.alarms += len(alarms)
+            reported: set[str] = set()
+            for _, alarm in sorted(alarms, key=lambda item: item[0]):
+                self._alarmed.add(alarm.feature)
+                if signals and alarm.feature not in reported:
+                    reported.add(alarm.feature)
+                    window = f"stream:{alarm.signal}"
+                    detail = {"signal": alarm.signal, "direction": alarm.direction}
+                    breach = Breach("cusum", alarm.statistic, alarm.threshold, window, "warning", detail)
+                    out.append(Signal(DRIFT, self.version, alarm.feature, window, breach))
+        self._pending += len(answered)
         if self._pending >= self.config.eval_every:
             self._pending = 0
-            evaluated = self.evaluate(record.ts)
+            evaluated = self.evaluate(int(ts[-1]))
             if signals:
                 out.extend(evaluated)
         return out

@@ -48,13 +48,12 @@ def _finite(value: float) -> float | None:
 def numeric_statistics(profile: NumericProfile, values: NDArray[np.float64]) -> tuple[dict[str, float | None], float]:
     ks = stats.ks_two_sample(reference=profile.sample, current=values)
     counts = stats.bin_counts(values, profile.edges)
+    distance = stats.wasserstein(reference=profile.sample, current=values)
     return {
         "ks": _finite(ks.statistic),
         "ks_pvalue": _finite(ks.pvalue),
-        "wasserstein": _finite(stats.wasserstein(reference=profile.sample, current=values)),
-        "wasserstein_std": _finite(stats.wasserstein(reference=profile.sample, current=values) / profile.std)
-        if profile.std > 0
-        else None,
+        "wasserstein": _finite(distance),
+        "wasserstein_std": _finite(distance / profile.std) if profile.std > 0 else None,
         "psi": _finite(stats.psi(reference=profile.fractions, current=counts)),
         "mean": float(values.mean()),
     }, ks.pvalue

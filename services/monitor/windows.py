@@ -51,6 +51,27 @@ class RowWindow:
         self._next = (self._next + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
 
+    def extend(self, ts_ms: NDArray[np.int64], rows: NDArray[np.float64]) -> None:
+        """Append many rows at once (same result as appending them one by one).
+
+        >>> w = RowWindow(capacity=3, width=1)
+        >>> w.extend(np.arange(4), np.arange(4.0).reshape(4, 1)); w.extend(np.arange(1), np.array([[9.0]]))
+        >>> w.last(3)[:, 0].tolist()
+        [2.0, 3.0, 9.0]
+        """
+        n = len(rows)
+        if n >= self.capacity:
+            ts_ms, rows, n = ts_ms[-self.capacity :], rows[-self.capacity :], self.capacity
+        first = min(n, self.capacity - self._next)
+        self._rows[self._next : self._next + first] = rows[:first]
+        self._ts[self._next : self._next + first] = ts_ms[:first]
+        rest = n - first
+        if rest:
+            self._rows[:rest] = rows[first:]
+            self._ts[:rest] = ts_ms[first:]
+        self._next = (self._next + n) % self.capacity
+        self._size = min(self._size + n, self.capacity)
+
     def _ordered(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
         if self._size < self.capacity:
             return self._rows[: self._size], self._ts[: self._size]

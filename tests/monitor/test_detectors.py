@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.monitor.detectors import ADWIN, Cusum, Detector, PageHinkley
 from services.monitor.detectors.bank import ERROR_RATE, OTHER, BankConfig, DetectorBank
@@ -203,3 +205,51 @@ def test_bank_config_is_validated() -> None:
         BankConfig(family_alpha=0.0)
     with pytest.raises(ValueError, match="error_rate_shift"):
         BankConfig(error_rate_shift=-1.0)
+
+
+@given(
+    st.lists(st.floats(-4, 4, allow_nan=False), min_size=0, max_size=300),
+    st.floats(0.0, 1.0),
+    st.floats(0.5, 6.0),
+    st.integers(1, 50),
+)
+@settings(max_examples=200, deadline=None)
+def test_cusum_batch_update_equals_one_by_one(values: list[float], k: float, h: float, chunk: int) -> None:
+    one, many = Cusum(mean=0.1, std=1.3, k=k, h=h), Cusum(mean=0.1, std=1.3, k=k, h=h, h_down=h)
+    expected = []
+    for i, x in enumerate(values):
+        one.update(x)
+        if one.drift_detected:
+            expected.append(i)
+    found: list[int] = []
+    for start in range(0, len(values), chunk):
+        found.extend(start + i for i in many.update_many(values[start : start + chunk]))
+    assert found == expected
+    assert many.upper == pytest.approx(one.upper, abs=1e-9) and many.lower == pytest.approx(one.lower, abs=1e-9)
+    assert (many.n, many.drift_detected) == (one.n, one.drift_detected)
+
+
+def test_bank_batch_updates_match_row_updates() -> None:
+    rng = random.Random(4)
+    shares = {"a": 0.5, "b": 0.3, "c": 0.2}
+    rows = [
+        {
+            "x": rng.gauss(0.8 if t > 1500 else 0.0, 1.0),
+            "c": rng.choices("abcz", [0.2, 0.3, 0.5, 0.0 if t < 2000 else 0.2])[0],
+        }
+        for t in range(4000)
+    ]
+    by_row = DetectorBank(numeric={"x": (0.0, 1.0)}, categorical={"c": shares})
+    expected = [(t, a.signal, a.direction) for t, row in enumerate(rows) for a in by_row.update_row(row)]
+    batched = DetectorBank(numeric={"x": (0.0, 1.0)}, categorical={"c": shares})
+    found = []
+    for start in range(0, len(rows), 256):
+        part = rows[start : start + 256]
+        alarms = batched.update_numeric_many("x", np.array([r["x"] for r in part]))
+        alarms += batched.update_category_many("c", [str(r["c"]) for r in part])
+        found += [(start + p, a.signal, a.direction) for p, a in alarms]
+    # a row reports one alarm per feature and event (the first category's); the batch reports each
+    first: dict[tuple[int, str], tuple[int, str, int]] = {}
+    for t, signal, direction in found:
+        first.setdefault((t, signal.split("=")[0]), (t, signal, direction))
+    assert expected and sorted(first.values()) == sorted(expected)

@@ -22,9 +22,11 @@ raises every threshold a little (logarithmically), the price of watching more.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+
+import numpy as np
 
 from services.monitor.detectors.calibration import (
     bernoulli_increments,
@@ -196,6 +198,37 @@ class DetectorBank:
             if detector.drift_detected and fired is None:
                 fired = self._alarm(feature, f"{feature}={name}", detector)
         return fired
+
+    def update_numeric_many(self, feature: str, values: np.ndarray) -> list[tuple[int, Alarm]]:
+        """Feed a batch of one numeric feature (``nan`` = missing); ``(position, alarm)`` of each signal."""
+        detector = self.numeric.get(feature)
+        if detector is None:
+            return []
+        present = np.flatnonzero(np.isfinite(values))
+        detector.update_many(values[present])
+        return [
+            (int(present[i]), Alarm(feature, feature, d, statistic, detector.h if d > 0 else detector.h_down))
+            for i, d, statistic in detector.last_signals
+        ]
+
+    def update_category_many(self, feature: str, categories: Sequence[str | None]) -> list[tuple[int, Alarm]]:
+        """Feed a batch of one categorical feature (``None`` = missing); ``(position, alarm)`` of each signal."""
+        detectors = self.categorical.get(feature)
+        if detectors is None:
+            return []
+        index = {name: i for i, name in enumerate(detectors)}
+        other = index[OTHER]
+        present = [i for i, c in enumerate(categories) if c is not None]
+        codes = np.fromiter((index.get(categories[i], other) for i in present), dtype=np.int64, count=len(present))  # type: ignore[arg-type]
+        out: list[tuple[int, Alarm]] = []
+        for j, (name, detector) in enumerate(detectors.items()):
+            detector.update_many((codes == j).astype(np.float64))
+            signal = f"{feature}={name}"
+            for i, d, statistic in detector.last_signals:
+                threshold = detector.h if d > 0 else detector.h_down
+                out.append((present[i], Alarm(feature, signal, d, statistic, threshold)))
+        out.sort(key=lambda item: item[0])
+        return out
 
     def update_row(self, row: Mapping[str, float | str]) -> list[Alarm]:
         """Feed one observation of every feature present in ``row``; the alarms it raised."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+from numpy.typing import ArrayLike
+
 
 class Cusum:
     """Two-sided tabular CUSUM on ``z = (x - mean) / std``.
@@ -49,7 +52,7 @@ class Cusum:
     Siegmund, D. (1985). Sequential Analysis: Tests and Confidence Intervals. Springer.
     """
 
-    __slots__ = ("_drift_detected", "_scale", "h", "h_down", "k", "lower", "mean", "n", "std", "upper")
+    __slots__ = ("_drift_detected", "_scale", "h", "h_down", "k", "last_signals", "lower", "mean", "n", "std", "upper")
 
     def __init__(self, *, mean: float, std: float, k: float, h: float, h_down: float | None = None) -> None:
         if not math.isfinite(mean):
@@ -67,6 +70,7 @@ class Cusum:
         self.h = h
         self.h_down = h_down
         self._scale = 1.0 / std
+        self.last_signals: list[tuple[int, int, float]] = []
         self.reset()
 
     def reset(self) -> None:
@@ -85,6 +89,53 @@ class Cusum:
         if not self._drift_detected:
             return 0
         return 1 if self.upper > self.h else -1
+
+    def update_many(self, xs: ArrayLike) -> list[int]:
+        """Feed a batch; the positions that signalled. Same result as ``update`` one value at a time.
+
+        Notes
+        -----
+        Between two signals the recursion ``S_t = max(0, S_{t-1} + y_t)`` has the
+        closed form ``S_t = W_t - min(-S_0, min_{s<=t} W_s)`` with ``W_t`` the
+        cumulative sum of the increments, so a batch costs a few vectorized passes
+        instead of a Python loop; only a signal (rare) restarts the pass after it.
+        ``last_signals`` holds ``(position, direction, statistic)`` of each signal.
+
+        >>> a, b = Cusum(mean=0.0, std=1.0, k=0.5, h=3.0), Cusum(mean=0.0, std=1.0, k=0.5, h=3.0)
+        >>> xs = [0.2, 1.5, 2.0, 1.8, -0.3, 2.5, 2.5, 0.0]
+        >>> one_by_one = []
+        >>> for i, x in enumerate(xs):
+        ...     a.update(x)
+        ...     if a.drift_detected:
+        ...         one_by_one.append(i)
+        >>> b.update_many(xs) == one_by_one, (a.upper, a.lower, a.n) == (b.upper, b.lower, b.n)
+        (True, True)
+        """
+        z = (np.asarray(xs, dtype=np.float64).ravel() - self.mean) * self._scale
+        alarms: list[int] = []
+        self.last_signals = []
+        start = 0
+        while start < z.size:
+            if self._drift_detected:
+                self.reset()
+            part = z[start:]
+            up = np.cumsum(part - self.k)
+            down = np.cumsum(-part - self.k)
+            upper = up - np.minimum(np.minimum.accumulate(up), -self.upper)
+            lower = down - np.minimum(np.minimum.accumulate(down), -self.lower)
+            hits = np.flatnonzero((upper > self.h) | (lower > self.h_down))
+            end = int(hits[0]) if hits.size else part.size - 1
+            self.upper = max(float(upper[end]), 0.0)
+            self.lower = max(float(lower[end]), 0.0)
+            self.n += end + 1
+            self._drift_detected = bool(hits.size)
+            if not hits.size:
+                break
+            alarms.append(start + end)
+            rose = self.upper > self.h
+            self.last_signals.append((start + end, 1 if rose else -1, self.upper if rose else self.lower))
+            start += end + 1
+        return alarms
 
     def update(self, x: float) -> None:
         if self._drift_detected:
