@@ -76,9 +76,10 @@ async def run(n: int) -> dict[str, float]:
     common = replace(CommonSettings.from_env(os.environ, service="bench", default_http_port=0),
                      namespace=f"b_{secrets.token_hex(4)}")  # fmt: skip
     names = Names(common.namespace)
-    async with connect(common.nats_url, name="bench-monitor") as nc, open_pool(
-        common.database_url, schema=names.schema
-    ) as pool:
+    async with (
+        connect(common.nats_url, name="bench-monitor") as nc,
+        open_pool(common.database_url, schema=names.schema) as pool,
+    ):
         await provision(nc.jetstream(), names)
         try:
             rng = np.random.default_rng(0)
