@@ -1,4 +1,4 @@
-"""``rtml registry ...`` and ``rtml rollout ...``: the rollout service's REST API from the shell.
+"""``rtml models ...`` and ``rtml rollout ...``: the rollout service's REST API from the shell.
 
 The service is found at ``RTML_ROLLOUT_URL`` (default ``http://<RTML_HTTP_HOST>:<RTML_ROLLOUT_HTTP_PORT>``)
 and mutating commands send ``RTML_ADMIN_TOKEN``. Replies print as JSON; an error
@@ -109,8 +109,8 @@ def _action_path(action: str) -> Callable[[argparse.Namespace], str]:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    registry = subparsers.add_parser("registry", help="model registry (through the rollout service)")
-    reg = registry.add_subparsers(dest="registry_command", required=True)
+    models = subparsers.add_parser("models", help="the model registry: register, ls, show, archive (REST API)")
+    reg = models.add_subparsers(dest="models_command", required=True)
     p = reg.add_parser("register", help="register a new version of a model")
     p.add_argument("model")
     p.add_argument("--onnx", required=True, help="the ONNX file")

@@ -1,4 +1,4 @@
-"""``rtml registry`` and ``rtml rollout`` against the running service."""
+"""``rtml models`` and ``rtml rollout`` against the running service."""
 
 from __future__ import annotations
 
@@ -36,11 +36,11 @@ async def test_cli_registers_lists_and_runs_a_rollout(
     onnx = tmp_path / "m.onnx"
     onnx.write_bytes(model_bytes(11))
     for _ in range(2):
-        assert await run("registry", "register", "clim", "--onnx", str(onnx), "--features", "amount,velocity,age") == 0
+        assert await run("models", "register", "clim", "--onnx", str(onnx), "--features", "amount,velocity,age") == 0
     capsys.readouterr()
-    assert await run("registry", "ls") == 0
+    assert await run("models", "ls") == 0
     assert {"name": "clim", "versions": 2, "latest": 2} in json.loads(capsys.readouterr().out)["models"]
-    assert await run("registry", "show", "clim", "--version", "2") == 0
+    assert await run("models", "show", "clim", "--version", "2") == 0
     assert json.loads(capsys.readouterr().out)["version"] == 2
     assert await run("rollout", "stable", "clim", "1") == 0
     capsys.readouterr()
@@ -48,7 +48,7 @@ async def test_cli_registers_lists_and_runs_a_rollout(
     rollout_id = json.loads(capsys.readouterr().out)["id"]
     assert await run("rollout", "abort", "clim", rollout_id, "--reason", "changed my mind") == 0
     assert json.loads(capsys.readouterr().out)["state"] == "aborted"
-    assert await run("registry", "show", "nosuchmodel") == 1
+    assert await run("models", "show", "nosuchmodel") == 1
     assert "no model" in capsys.readouterr().err
     monkeypatch.setenv("RTML_ADMIN_TOKEN", "wrong")
     assert await run("rollout", "stable", "clim", "2") == 1
