@@ -1,8 +1,10 @@
 """The dynamic batcher: bounded queue in, one controller deciding when, batches out.
 
 Inbound, :meth:`Batcher.submit` queues a request with its deadline and returns a
-future at once, or refuses it at once: 429 when the queue is full, 504 when its
-deadline has already passed. One controller task, woken by events (a new request,
+future at once, or refuses it at once: 429 when the queue is full or when the
+queue ahead of it, at the measured cost of a batch, would take it past its
+deadline (admission control: under a burst excess load is shed quickly instead of
+timing out), 504 when its deadline has already passed. One controller task, woken by events (a new request,
 a finished batch, or a single timer for the next delay or deadline; never a
 polling sleep), releases a batch when the queue fills ``max_batch_size`` or the
 largest preferred size, or when the oldest request has waited ``max_queue_delay``.
@@ -107,6 +109,18 @@ class Batcher(Generic[T, R]):
     def in_flight_batches(self) -> int:
         return len(self._running)
 
+    def expected_wait_s(self) -> float | None:
+        """Time until a request queued now would have run, from the measured batch cost; ``None`` before any.
+
+        The queue ahead drains ``max_batch_size`` rows per batch and ``max_concurrent_batches``
+        batches at a time, so a new request waits for its share of those batches and its own.
+        """
+        if self.batch_cost_s is None:
+            return None
+        batches = len(self._heap) // self.policy.max_batch_size + 1
+        rounds = -(-batches // self.policy.max_concurrent_batches)
+        return rounds * self.batch_cost_s
+
     def start(self) -> None:
         if self._controller is None:
             self._controller = asyncio.create_task(self._control(), name=f"{self.name}:controller")
@@ -124,6 +138,14 @@ class Batcher(Generic[T, R]):
         if len(self._heap) >= self.policy.max_queue_size:
             self.stats.shed += 1
             raise Overloaded(f"{self.name}: queue full ({self.policy.max_queue_size} requests waiting)")
+        wait_s = self.expected_wait_s()
+        if wait_s is not None and now + wait_s > deadline:
+            # Shed now rather than queue work that would only be answered 504 later:
+            # under a burst the caller learns at once and can back off or go elsewhere.
+            self.stats.shed += 1
+            raise Overloaded(
+                f"{self.name}: {len(self._heap)} queued requests need ~{wait_s * 1000:.1f} ms, past this deadline"
+            )
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         item = _Item(deadline, next(self._seq), now, payload, future)
         heapq.heappush(self._heap, item)

@@ -269,3 +269,28 @@ async def test_drain_releases_without_waiting_out_the_delay() -> None:
     await settle()
     assert model.batches == [[1], [2]] and (first.result(), second.result()) == (2, 4)
     await batcher.close()
+
+
+async def test_a_request_that_would_miss_its_deadline_in_the_queue_is_shed_at_once() -> None:
+    batcher, model, clock = make(BatchPolicy(max_batch_size=2, max_queue_delay_us=0, max_concurrent_batches=1))
+    model.gate = asyncio.Event()
+    first = batcher.submit(1, deadline=10.0)
+    await settle()
+    clock.advance(0.010)  # the first batch takes 10 ms: the batcher now knows what a batch costs
+    model.gate.set()
+    await settle()
+    assert first.result() == 2 and batcher.batch_cost_s == pytest.approx(0.010)
+    model.gate = asyncio.Event()
+    queued = [batcher.submit(i, deadline=clock.now() + 1.0) for i in range(6)]  # 2 run, 4 wait: 3 batches ahead
+    await settle()
+    assert batcher.expected_wait_s() == pytest.approx(0.030)
+    with pytest.raises(Overloaded, match="past this deadline"):
+        batcher.submit(99, deadline=clock.now() + 0.025)
+    late_enough = batcher.submit(100, deadline=clock.now() + 0.035)
+    model.gate.set()
+    for _ in range(4):
+        clock.advance(0.010)
+        await settle()
+    assert [f.result() for f in queued] == [2 * i for i in range(6)] and late_enough.result() == 200
+    assert batcher.stats.shed == 1
+    await batcher.close()
