@@ -5,10 +5,10 @@ One ``python -m services.ingest`` process (one replica) runs against the local N
 - Throughput: a backlog of ``--events`` valid transactions is published to the events stream first, then
   the replica is started; the rate is the backlog over the time from its first normalized output to its
   last (every input acked only after its output's JetStream ack), so it leaves out process start-up.
-- Latency: events are published at half the measured rate for ``--seconds``; a subscriber on
-  ``<ns>.norm.>`` records, per event, the time from just before its publish to the receipt of its
-  normalized form (publish, stream, consumer, normalization, output publish and delivery to the
-  subscriber). p50/p99 over all of them.
+- Latency: events are published at half the measured rate for ``--seconds``; per event, the intake
+  latency is the time its normalized form was stored in the norm stream minus the time the event was
+  stored in the events stream, both stamped by the NATS server (so no client-side queueing is counted):
+  delivery to the replica, validation, normalization, the output's publish. p50/p99 over all of them.
 
 The load generator and the subscriber share the machine's cores with the replica and the NATS server.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
@@ -31,15 +30,13 @@ import sys
 import time
 from pathlib import Path
 
-import msgpack
-from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import PubAck
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from services.ingest.streams import read_stream  # noqa: E402
 from shared.bus import connect, deprovision, provision  # noqa: E402
 from shared.codec import encode  # noqa: E402
 from shared.subjects import Names  # noqa: E402
@@ -101,42 +98,40 @@ async def measure_throughput(js: JetStreamContext, names: Names, count: int, pid
 
 
 async def measure_latency(
-    nc: Client, js: JetStreamContext, names: Names, *, rate: float, seconds: float, offset: int
+    js: JetStreamContext, names: Names, *, rate: float, seconds: float, offset: int
 ) -> list[float]:
-    sent: dict[str, float] = {}
-    latencies: list[float] = []
+    """Publish at ``rate`` for ``seconds``; per event, output stored time minus input stored time (server clock)."""
     total = int(rate * seconds)
-    all_back = asyncio.Event()
-
-    async def on_norm(msg: Msg) -> None:
-        ident = msgpack.unpackb(msg.data)["id"]
-        start = sent.pop(ident, None)
-        if start is not None:
-            latencies.append(time.perf_counter() - start)
-            if len(latencies) == total:
-                all_back.set()
-
-    sub = await nc.subscribe(names.norm(">"), cb=on_norm)
+    first_seq = (await js.stream_info(names.stream("events"))).state.last_seq + 1
+    norm_before = (await js.stream_info(names.stream("norm"))).state.last_seq
     begin = time.perf_counter()
     pending: list[asyncio.Future[PubAck]] = []
     now_ms = int(time.time() * 1000)
     for k in range(total):
-        due = begin + k / rate
-        delay = due - time.perf_counter()
+        delay = begin + k / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         ident, data = event(offset + k, now_ms + k // 1000)
-        sent[ident] = time.perf_counter()
         pending.append(await js.publish_async(names.events("transaction"), data, headers={"Nats-Msg-Id": ident}))
         if len(pending) >= 1000:
             await asyncio.gather(*pending)
             pending.clear()
     await asyncio.gather(*pending)
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(all_back.wait(), timeout=10)
-    await sub.unsubscribe()
-    if sent:
-        raise RuntimeError(f"{len(sent)} events never came out normalized")
+    achieved = total / (time.perf_counter() - begin)
+    print(f"published {total} at {achieved:,.0f}/s (target {rate:,.0f}/s)", file=sys.stderr)
+    deadline = time.perf_counter() + 60
+    while (await js.stream_info(names.stream("norm"))).state.last_seq < norm_before + total:
+        if time.perf_counter() > deadline:
+            raise RuntimeError("events never came out normalized")
+        await asyncio.sleep(0.05)
+    inputs = await read_stream(js, names.stream("events"), start_seq=first_seq)
+    outputs = await read_stream(js, names.stream("norm"), start_seq=norm_before + 1)
+    stored_in = {m.headers["Nats-Msg-Id"]: m.time_us for m in inputs}
+    latencies = []
+    for m in outputs:
+        start, end = stored_in.get(m.headers["Nats-Msg-Id"]), m.time_us
+        if start is not None and end is not None:
+            latencies.append((end - start) / 1e6)
     return latencies
 
 
@@ -170,7 +165,7 @@ async def main() -> None:
             throughput, cpu_us = await measure_throughput(js, names, count, replica.pid)
             print(f"throughput {throughput:,.0f} events/s, replica CPU {cpu_us:.0f} us/event", file=sys.stderr)
             rate = args.rate or throughput / 2
-            latencies = await measure_latency(nc, js, names, rate=rate, seconds=seconds, offset=count)
+            latencies = await measure_latency(js, names, rate=rate, seconds=seconds, offset=count)
             p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
             print(f"latency at {rate:,.0f}/s: p50 {p50 * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms", file=sys.stderr)
         finally:

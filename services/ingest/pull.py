@@ -4,7 +4,7 @@ nats-py's ``fetch(n)`` returns only when ``n`` messages have arrived or the requ
 rate every batch waits for its deadline. Here pull requests stay outstanding (as nats.go's ``Consume``
 keeps them): messages stream into a local queue as the server has them, and :meth:`next_batch` returns as
 soon as one is there, with up to ``batch`` of those already queued. A new request is sent whenever the
-credit outstanding drops below one batch; expired requests (status 408) give their unused credit back.
+credit outstanding leaves room for a batch; expired requests (status 408) give their unused credit back.
 """
 
 from __future__ import annotations
@@ -24,9 +24,12 @@ IDLE_HEARTBEAT = "100"
 
 
 class PullPump:
-    def __init__(self, nc: Client, stream: str, consumer: str, *, batch: int, expires_s: float = 1.0) -> None:
+    def __init__(
+        self, nc: Client, stream: str, consumer: str, *, batch: int, credit: int | None = None, expires_s: float = 1.0
+    ) -> None:
         self.nc = nc
         self.batch = batch
+        self.credit = max(credit or 2 * batch, batch + 1)
         self.expires_ns = int(expires_s * 1e9)
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
@@ -60,9 +63,9 @@ class PullPump:
         self._outstanding = max(0, self._outstanding - int(pending)) if pending and pending.isdigit() else 0
 
     async def _request(self) -> None:
-        if self._outstanding >= self.batch:
+        if self._outstanding > self.credit - self.batch:
             return
-        wanted = 2 * self.batch - self._outstanding
+        wanted = self.credit - self._outstanding
         body = json.dumps({"batch": wanted, "expires": self.expires_ns}).encode()
         await self.nc.publish(self._next_subject, body, reply=self._inbox)
         self._outstanding += wanted

@@ -21,6 +21,7 @@ class StoredMessage:
     data: bytes
     headers: dict[str, str]
     time_ms: int | None
+    time_us: int | None = None  # the same stream timestamp, to the microsecond
 
 
 async def read_stream(
@@ -54,13 +55,15 @@ async def read_stream(
                 break
             for msg in msgs:
                 meta = msg.metadata
+                stamp = meta.timestamp.timestamp() if meta.timestamp is not None else None
                 out.append(
                     StoredMessage(
                         seq=meta.sequence.stream,
                         subject=msg.subject,
                         data=msg.data,
                         headers=dict(msg.headers or {}),
-                        time_ms=int(meta.timestamp.timestamp() * 1000) if meta.timestamp is not None else None,
+                        time_ms=int(stamp * 1000) if stamp is not None else None,
+                        time_us=round(stamp * 1e6) if stamp is not None else None,
                     )
                 )
             remaining -= len(msgs)
