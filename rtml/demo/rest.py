@@ -72,6 +72,17 @@ class Admin:
                 raise RestError(f"GET {url} answered {response.status}: {body}")
             return dict(body)
 
+    async def performance(self, model: str) -> dict[str, Any] | None:
+        """The monitor's live performance per version (labels joined to predictions); None before any."""
+        url = f"{self.monitor_url}/models/{model}/performance"
+        async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
+            if response.status == 404:
+                return None
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise RestError(f"GET {url} answered {response.status}: {body}")
+            return dict(body)
+
     async def alerts(self, model: str, *, open_only: bool = False) -> list[dict[str, Any]]:
         url = f"{self.monitor_url}/alerts"
         params = {"model": model, "open": "true" if open_only else "false"}

@@ -449,13 +449,12 @@ async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, s
             with contextlib.suppress(asyncio.CancelledError):
                 await refresher
         live_s = time.monotonic() - live_started
-        snap = stats.snapshot(time.monotonic(), live_started)
         latencies = stats.all_latencies_ms
         story.add(
             "live traffic",
             f"{stats.total_requests} predictions",
             f"{stats.total_requests / live_s:.0f}/s over {live_s:.0f} s; p50 {_num(percentile(latencies, 50))} ms,"
-            f" p99 {_num(percentile(latencies, 99))} ms; {snap.errors} errors; "
+            f" p99 {_num(percentile(latencies, 99))} ms; {_errors(stats)}; "
             f"{len(traffic.ledger.accepted)} events accepted",
         )
 
@@ -554,6 +553,22 @@ async def _refresh(
                 board.drift = "-" if worst is None else f"v{stable['version']}: max PSI {worst[1]:.2f} ({worst[0]})"
         view.update(stats.snapshot(now, started), board)
         await asyncio.sleep(0.25)
+
+
+def _errors(stats: LiveStats) -> str:
+    """How many requests failed, by code (408: no reply within the client's timeout).
+
+    >>> stats = LiveStats()
+    >>> _errors(stats)
+    '0 errors'
+    >>> stats.errors.update({504: 2, 408: 1})
+    >>> _errors(stats)
+    '3 errors (408: 1, 504: 2)'
+    """
+    total = sum(stats.errors.values())
+    if not total:
+        return "0 errors"
+    return f"{total} errors ({', '.join(f'{code}: {n}' for code, n in sorted(stats.errors.items()))})"
 
 
 def _num(value: Any) -> str:
