@@ -6,10 +6,12 @@ reference profile); then the monitor starts in this process with its default
 settings and drains the backlog through its durable consumer (decode, windows,
 detector bank, windowed tests every 1,000, Postgres join table, acks). The drain
 rate is the sustained rate it keeps up with; resident memory is sampled every
-100,000 predictions. Everything under the namespace is removed afterwards.
+tenth of the run; "flat" means no growth over the second half, once the rings
+(summary log, label-join maps: ``ring_entries`` each) have filled. Everything
+under the namespace is removed afterwards.
 
     .venv/bin/python bench/monitor.py            # 1,000,000 predictions
-    .venv/bin/python bench/monitor.py --quick    # 150,000 predictions
+    .venv/bin/python bench/monitor.py --quick    # 150,000 predictions, rings of 30,000
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def publish(common: CommonSettings, n: int) -> None:
     asyncio.run(_publish(common, n))
 
 
-async def run(n: int) -> dict[str, float]:
+async def run(n: int, *, ring: int) -> dict[str, float]:
     common = replace(CommonSettings.from_env(os.environ, service="bench", default_http_port=0),
                      namespace=f"b_{secrets.token_hex(4)}")  # fmt: skip
     names = Names(common.namespace)
@@ -94,12 +96,13 @@ async def run(n: int) -> dict[str, float]:
             await asyncio.get_running_loop().run_in_executor(None, child.join)
             publish_s = time.perf_counter() - started
             rss_before = rss_mib()
-            service = MonitorService(MonitorSettings(common=common))
+            service = MonitorService(MonitorSettings(common=common, log_size=ring, label_cache=ring))
             samples: dict[int, float] = {}
             began = time.perf_counter()
             await service.start()
             try:
-                next_sample = 100_000
+                step = n // 10
+                next_sample = step
                 progress, progressed_at = 0, time.perf_counter()
                 while service.consumed < n:
                     await asyncio.sleep(0.2)
@@ -109,7 +112,7 @@ async def run(n: int) -> dict[str, float]:
                         raise RuntimeError(f"monitor stalled at {progress} of {n} predictions")
                     if service.consumed >= next_sample:
                         samples[next_sample] = rss_mib()
-                        next_sample += 100_000
+                        next_sample += step
                 drain_s = time.perf_counter() - began
                 samples[n] = rss_mib()
             finally:
@@ -120,17 +123,16 @@ async def run(n: int) -> dict[str, float]:
     print(f"published {n} predictions in {publish_s:.1f} s; monitor drained them in {drain_s:.1f} s")
     print("resident memory (MiB) by predictions consumed: "
           + ", ".join(f"{k:,}: {v:.0f}" for k, v in sorted(samples.items())))  # fmt: skip
-    keys = sorted(samples)
-    after_fill = samples.get(300_000, samples[keys[0]])
+    half = samples[n // 2]
     return {
         "predictions": float(n),
         "features_per_prediction": float(N_FEATURES),
+        "ring_entries": float(ring),
         "throughput_predictions_per_s": round(n / drain_s, 1),
         "rss_mib_before_start": round(rss_before, 1),
-        "rss_mib_at_100k": round(samples[keys[0]], 1),
-        "rss_mib_after_windows_fill_300k": round(after_fill, 1),
+        "rss_mib_at_half": round(half, 1),
         "rss_mib_at_end": round(samples[n], 1),
-        "rss_growth_mib_after_fill": round(samples[n] - after_fill, 1),
+        "rss_growth_mib_second_half": round(samples[n] - half, 1),
     }
 
 
@@ -139,7 +141,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="150,000 predictions instead of 1,000,000")
     parser.add_argument("--predictions", type=int, default=1_000_000)
     args = parser.parse_args()
-    result = asyncio.run(run(150_000 if args.quick else args.predictions))
+    # quick: smaller rings so they fill within the run and the second half shows whether memory stays flat
+    result = asyncio.run(run(150_000, ring=30_000) if args.quick else run(args.predictions, ring=200_000))
     print(json.dumps(result))
 
 
