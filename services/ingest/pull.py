@@ -5,6 +5,8 @@ rate every batch waits for its deadline. Here pull requests stay outstanding (as
 keeps them): messages stream into a local queue as the server has them, and :meth:`next_batch` returns as
 soon as one is there, with up to ``batch`` of those already queued. A new request is sent whenever the
 credit outstanding leaves room for a batch; expired requests (status 408) give their unused credit back.
+Requests lost with a connection (a reconnect) never answer: after three expiry periods without a word
+from the server the credit is written off and requested afresh.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import nats.errors
 from nats.aio.client import Client
@@ -30,7 +33,9 @@ class PullPump:
         self.nc = nc
         self.batch = batch
         self.credit = max(credit or 2 * batch, batch + 1)
+        self.expires_s = expires_s
         self.expires_ns = int(expires_s * 1e9)
+        self._heard_at = time.monotonic()
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
@@ -51,6 +56,7 @@ class PullPump:
                 await self._queue.get_nowait().nak()
 
     async def _on_message(self, msg: Msg) -> None:
+        self._heard_at = time.monotonic()
         status = msg.headers.get(STATUS) if msg.headers else None
         if not status:
             self._outstanding -= 1
@@ -63,11 +69,15 @@ class PullPump:
         self._outstanding = max(0, self._outstanding - int(pending)) if pending and pending.isdigit() else 0
 
     async def _request(self) -> None:
+        if self._outstanding and time.monotonic() - self._heard_at > 3 * self.expires_s:
+            self._outstanding = 0  # every request we know of has expired unanswered: they were lost
         if self._outstanding > self.credit - self.batch:
             return
         wanted = self.credit - self._outstanding
         body = json.dumps({"batch": wanted, "expires": self.expires_ns}).encode()
         await self.nc.publish(self._next_subject, body, reply=self._inbox)
+        if not self._outstanding:
+            self._heard_at = time.monotonic()  # the silence clock starts with the first request outstanding
         self._outstanding += wanted
 
     async def next_batch(self, timeout_s: float) -> list[Msg]:
