@@ -8,11 +8,16 @@ import json
 import math
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
+import nats.errors
 import structlog
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
 
 from services.ingest.dlq import DeadLetter
 from services.ingest.replay import get_letter, list_letters, replay
@@ -65,8 +70,12 @@ def _run(command: Any) -> Any:
             configure_logging(service="cli", version=__version__, namespace=common.namespace, level="WARNING")
         try:
             return int(asyncio.run(command(common, args)))
-        except ConnectionError as error:
-            print(f"rtml dlq: {error}", file=sys.stderr)
+        except NotFoundError:
+            stream = Names(common.namespace).stream("dlq")
+            print(f"rtml dlq: no stream {stream}: is namespace {common.namespace!r} provisioned?", file=sys.stderr)
+            return 1
+        except (ConnectionError, nats.errors.Error) as error:
+            print(f"rtml dlq: {error or type(error).__name__}", file=sys.stderr)
             return 1
 
     return func
@@ -74,7 +83,7 @@ def _run(command: Any) -> Any:
 
 async def _ls(common: CommonSettings, args: argparse.Namespace) -> int:
     names = Names(common.namespace)
-    async with connect(common.nats_url, name="rtml-cli-dlq", startup_timeout_s=5) as nc:
+    async with _connected(common.nats_url) as nc:
         letters = await list_letters(
             nc.jetstream(), names, event_type=args.event_type, reason=args.reason,
             start_seq=args.start_seq, limit=args.limit,
@@ -98,7 +107,7 @@ async def _ls(common: CommonSettings, args: argparse.Namespace) -> int:
 
 async def _show(common: CommonSettings, args: argparse.Namespace) -> int:
     names = Names(common.namespace)
-    async with connect(common.nats_url, name="rtml-cli-dlq", startup_timeout_s=5) as nc:
+    async with _connected(common.nats_url) as nc:
         letter = await get_letter(nc.jetstream(), names, args.seq)
     if letter is None:
         print(f"rtml dlq: no dead letter with sequence {args.seq}", file=sys.stderr)
@@ -122,7 +131,7 @@ async def _replay(common: CommonSettings, args: argparse.Namespace) -> int:
         print("rtml dlq replay: name sequences, or select with --type/--reason/--all", file=sys.stderr)
         return 2
     names = Names(common.namespace)
-    async with connect(common.nats_url, name="rtml-cli-dlq", startup_timeout_s=5) as nc:
+    async with _connected(common.nats_url) as nc:
         js = nc.jetstream()
         if args.seqs:
             found = [await get_letter(js, names, seq) for seq in args.seqs]
@@ -147,6 +156,21 @@ async def _replay(common: CommonSettings, args: argparse.Namespace) -> int:
         + (" (deleted from the DLQ)" if args.delete else "")
     )
     return 1 if failures else 0
+
+
+@asynccontextmanager
+async def _connected(url: str, timeout_s: float = 10.0) -> AsyncIterator[Client]:
+    """A NATS connection, or ``ConnectionError`` after ``timeout_s`` (nats-py retries a refused first connect forever
+    when reconnection is allowed, so the bound is kept here)."""
+    context = connect(url, name="rtml-cli-dlq", startup_timeout_s=timeout_s)
+    try:
+        nc = await asyncio.wait_for(context.__aenter__(), timeout=timeout_s)
+    except TimeoutError:
+        raise ConnectionError(f"cannot reach NATS at {url} within {timeout_s:g} s") from None
+    try:
+        yield nc
+    finally:
+        await context.__aexit__(None, None, None)
 
 
 def summary(letter: DeadLetter) -> dict[str, Any]:
