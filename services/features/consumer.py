@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import nats.errors
 import structlog
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -94,7 +93,7 @@ class BatchConsumer:
         while not stop.is_set():
             try:
                 msgs = await self._sub.fetch(self.spec.batch_size, timeout=self.spec.fetch_timeout_s)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nats.errors.TimeoutError, or a bare one from a long poll
                 continue
             if not await self._until_stored(self.prepare(msgs), stop):
                 return  # stopping with the batch unstored: it is redelivered later

@@ -50,77 +50,91 @@ if T and ts < T - SPEC.lateness then return 2 end
 if redis.call('ZADD', I, 'NX', ts, id) == 0 then return 1 end
 local oldT = T
 if (not T) or ts > T then T = ts end
-redis.call('ZREMRANGEBYSCORE', I, '-inf', '(' .. string.format('%.17g', T - SPEC.lateness))
+if oldT and T > oldT then
+  redis.call('ZREMRANGEBYSCORE', I, '-inf', '(' .. string.format('%.17g', T - SPEC.lateness))
+end
 local vals = {}
 for j = 1, NF do
   local raw = ARGV[2 + j]
   if raw ~= '' then vals[j] = tonumber(raw) end
 end
 local floor = math.floor
+local advanced = oldT and T > oldT
+local sets = {'T', string.format('%d', T)}
+local gone = {}
 local agg = {}
 for i, w in ipairs(SPEC.windows) do
   local b, n = w[1], w[2]
   local bT = floor(T / b)
+  local lo = bT - n + 1
   local bno = floor(ts / b)
-  if bno > bT - n then
-    local key = i .. ':' .. bno
-    local raw = redis.call('HGET', S, key)
-    local st
-    if raw then
-      st = cmsgpack.unpack(raw)
-    else
-      st = {0}
-      for j = 1, NF * 5 do st[1 + j] = 0 end
+  local present = {}
+  local cur
+  if oldT then
+    -- stored buckets lie in [floor(oldT/b) - n + 1, floor(oldT/b)]: drop those now below the window,
+    -- read those still in it (none when T jumped a whole window: the common case of a sparse entity)
+    local bo = floor(oldT / b)
+    if advanced then
+      for k = bo - n + 1, math.min(bo, lo - 1) do gone[#gone + 1] = i .. ':' .. k end
     end
-    st[1] = st[1] + 1
+    local top = math.min(bT, bo)
+    if lo <= top then
+      local wanted = {}
+      for k = lo, top do wanted[#wanted + 1] = i .. ':' .. k end
+      for idx, raw in ipairs(redis.call('HMGET', S, unpack(wanted))) do
+        if raw then
+          local st = cmsgpack.unpack(raw)
+          if lo + idx - 1 == bno then cur = st else present[#present + 1] = st end
+        end
+      end
+    end
+  end
+  if bno >= lo then
+    if not cur then
+      cur = {0}
+      for j = 1, NF * 5 do cur[1 + j] = 0 end
+    end
+    cur[1] = cur[1] + 1
     for j = 1, NF do
       local x = vals[j]
       if x then
         local o = 1 + (j - 1) * 5
-        if st[o + 1] == 0 then st[o + 4] = x; st[o + 5] = x
+        if cur[o + 1] == 0 then cur[o + 4] = x; cur[o + 5] = x
         else
-          if x < st[o + 4] then st[o + 4] = x end
-          if x > st[o + 5] then st[o + 5] = x end
+          if x < cur[o + 4] then cur[o + 4] = x end
+          if x > cur[o + 5] then cur[o + 5] = x end
         end
-        st[o + 1] = st[o + 1] + 1
-        st[o + 2] = st[o + 2] + x
-        st[o + 3] = st[o + 3] + x * x
+        cur[o + 1] = cur[o + 1] + 1
+        cur[o + 2] = cur[o + 2] + x
+        cur[o + 3] = cur[o + 3] + x * x
       end
     end
-    redis.call('HSET', S, key, cmsgpack.pack(st))
+    sets[#sets + 1] = i .. ':' .. bno
+    sets[#sets + 1] = cmsgpack.pack(cur)
+    present[#present + 1] = cur
   end
-  if oldT and T > oldT then
-    local bo = floor(oldT / b)
-    local gone = {}
-    for k = bo - n + 1, math.min(bo, bT - n) do gone[#gone + 1] = i .. ':' .. k end
-    if #gone > 0 then redis.call('HDEL', S, unpack(gone)) end
-  end
-  local wanted = {}
-  for k = bT - n + 1, bT do wanted[#wanted + 1] = i .. ':' .. k end
   local total = {0}
   for j = 1, NF * 5 do total[1 + j] = 0 end
-  for _, raw in ipairs(redis.call('HMGET', S, unpack(wanted))) do
-    if raw then
-      local st = cmsgpack.unpack(raw)
-      total[1] = total[1] + st[1]
-      for j = 1, NF do
-        local o = 1 + (j - 1) * 5
-        local c = st[o + 1]
-        if c > 0 then
-          if total[o + 1] == 0 then total[o + 4] = st[o + 4]; total[o + 5] = st[o + 5]
-          else
-            if st[o + 4] < total[o + 4] then total[o + 4] = st[o + 4] end
-            if st[o + 5] > total[o + 5] then total[o + 5] = st[o + 5] end
-          end
-          total[o + 1] = total[o + 1] + c
-          total[o + 2] = total[o + 2] + st[o + 2]
-          total[o + 3] = total[o + 3] + st[o + 3]
+  for _, st in ipairs(present) do
+    total[1] = total[1] + st[1]
+    for j = 1, NF do
+      local o = 1 + (j - 1) * 5
+      local c = st[o + 1]
+      if c > 0 then
+        if total[o + 1] == 0 then total[o + 4] = st[o + 4]; total[o + 5] = st[o + 5]
+        else
+          if st[o + 4] < total[o + 4] then total[o + 4] = st[o + 4] end
+          if st[o + 5] > total[o + 5] then total[o + 5] = st[o + 5] end
         end
+        total[o + 1] = total[o + 1] + c
+        total[o + 2] = total[o + 2] + st[o + 2]
+        total[o + 3] = total[o + 3] + st[o + 3]
       end
     end
   end
   agg[i] = total
 end
+if #gone > 0 then redis.call('HDEL', S, unpack(gone)) end
 local distinct = {}
 for d, spec in ipairs(SPEC.distinct) do
   local D = KEYS[3 + d]
@@ -155,19 +169,22 @@ for d, spec in ipairs(SPEC.distinct) do
 end
 local l1, l2
 if SPEC.recency then
-  local r1 = redis.call('HGET', S, 'l1')
-  local r2 = redis.call('HGET', S, 'l2')
-  if r1 then l1 = cmsgpack.unpack(r1) end
-  if r2 then l2 = cmsgpack.unpack(r2) end
+  if oldT then
+    local r = redis.call('HMGET', S, 'l1', 'l2')
+    if r[1] then l1 = cmsgpack.unpack(r[1]) end
+    if r[2] then l2 = cmsgpack.unpack(r[2]) end
+  end
   local new = {ts}
   for j = 1, NF do new[1 + j] = ARGV[2 + j] end
   if (not l1) or ts >= l1[1] then
     l2 = l1; l1 = new
-    redis.call('HSET', S, 'l1', cmsgpack.pack(l1))
-    if l2 then redis.call('HSET', S, 'l2', cmsgpack.pack(l2)) end
+    sets[#sets + 1] = 'l1'
+    sets[#sets + 1] = cmsgpack.pack(l1)
+    if l2 then sets[#sets + 1] = 'l2'; sets[#sets + 1] = cmsgpack.pack(l2) end
   elseif (not l2) or ts >= l2[1] then
     l2 = new
-    redis.call('HSET', S, 'l2', cmsgpack.pack(l2))
+    sets[#sets + 1] = 'l2'
+    sets[#sets + 1] = cmsgpack.pack(l2)
   end
 end
 local out = {}
@@ -215,7 +232,7 @@ for _, f in ipairs(SPEC.features) do
   out[#out + 1] = Ts
 end
 redis.call('HSET', O, unpack(out))
-redis.call('HSET', S, 'T', Ts)
+redis.call('HSET', S, unpack(sets))
 redis.call('PEXPIRE', O, SPEC.ttl)
 redis.call('PEXPIRE', S, SPEC.ttl)
 redis.call('PEXPIRE', I, SPEC.ttl)

@@ -1,0 +1,247 @@
+"""Features service benchmark on the real NATS, Redis and Postgres (a fresh namespace, removed afterwards).
+
+Figures:
+- sustained events/s through one in-process replica with 3 views x 4 windows
+  (a backlog is published first, then the time to drain it is measured);
+- freshness (event time to online visibility) p50/p99 at half that rate;
+- online read p50/p99 through ``shared.online.read_online_features`` for 1 entity
+  (one 20-feature view) and for 100 entities, each beside a raw ``redis.asyncio``
+  HMGET of one hash in the same run, and the ``features.get`` NATS endpoint;
+- export rows/s of a point-in-time training set.
+
+Usage: ``python bench/features.py [--quick]``; the last line printed is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from services.features.export import build_training_set
+from services.features.service import FeaturesService
+from services.features.settings import FeaturesSettings
+from services.features.views import parse_views
+from shared.bus import connect, deprovision, provision, request
+from shared.codec import encode
+from shared.db import drop_schema, open_pool
+from shared.messages import Event, Label
+from shared.online import delete_namespace_keys, feature_key, open_redis, read_online_features
+from shared.settings import CommonSettings
+from shared.subjects import Names
+
+WINDOWS = ("1m", "5m", "1h", "24h")
+BENCH_VIEWS = parse_views(
+    [
+        {  # 20 features: the 1-entity read
+            "name": "card_stats",
+            "source": "transaction",
+            "entity": "card",
+            "features": [
+                {"name": f"{agg}_{w}", "agg": agg, **({"field": "amount"} if agg != "count" else {}), "window": w}
+                for agg in ("count", "sum", "mean", "max", "stddev")
+                for w in WINDOWS
+            ],
+        },
+        {
+            "name": "card_places",
+            "source": "transaction",
+            "entity": "card",
+            "features": [
+                {"name": f"{kind}_{w}", "agg": "distinct_count", "field": kind, "window": w}
+                for kind in ("merchant", "country")
+                for w in WINDOWS
+            ],
+        },
+        {
+            "name": "merchant_load",
+            "source": "transaction",
+            "entity": "merchant",
+            "entity_field": "merchant",
+            "features": [
+                {"name": f"{agg}_{w}", "agg": agg, **({"field": "amount"} if agg != "count" else {}), "window": w}
+                for agg in ("count", "sum", "min")
+                for w in WINDOWS
+            ],
+        },
+    ]
+)
+
+
+class Recorder:
+    """Stands in for the freshness histogram to keep every observation (the histogram's buckets are coarse)."""
+
+    def __init__(self) -> None:
+        self.values: list[float] = []
+
+    def labels(self, *_: str) -> Recorder:
+        return self
+
+    def observe(self, value: float) -> None:
+        self.values.append(value)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def make_event(i: int, rng: random.Random, ts: int) -> dict[str, Any]:
+    card = f"card{rng.randint(0, 20_000)}"
+    data = {
+        "card": card,
+        "merchant": f"m{rng.randint(0, 2_000)}",
+        "amount": round(rng.uniform(1, 500), 2),
+        "currency": "EUR",
+        "mcc": "5411",
+        "country": rng.choice(("FR", "DE", "ES", "IT", "GB")),
+        "channel": "web",
+        "device": "d",
+    }
+    return Event(id=f"ev{i}", type="transaction", entity=card, ts=ts, data=data).to_dict()
+
+
+async def publish(nc: Any, names: Names, events: list[dict[str, Any]]) -> None:
+    subject = names.norm("transaction")
+    for event in events:
+        await nc.publish(subject, encode(event), headers={"Nats-Msg-Id": event["id"]})
+    await nc.flush()
+
+
+async def wait_drained(js: Any, names: Names, expected_seq: int) -> None:
+    while True:
+        info = await js.consumer_info(names.stream("norm"), names.consumer("features", "norm"))
+        if info.ack_floor.stream_seq >= expected_seq and info.num_ack_pending == 0:
+            return
+        await asyncio.sleep(0.02)
+
+
+async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await fn()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+async def main(quick: bool) -> dict[str, Any]:
+    base = CommonSettings.from_env(os.environ, service="features", default_http_port=0)
+    common = replace(base, namespace=f"bench_{secrets.token_hex(4)}", http_port=0)
+    names = Names(common.namespace)
+    n_backlog = 20_000 if quick else 100_000
+    fresh_s = 5.0 if quick else 20.0
+    reads = 2_000 if quick else 10_000
+    rng = random.Random(1)
+    result: dict[str, Any] = {"views": len(BENCH_VIEWS), "windows_per_view": len(WINDOWS)}
+    async with connect(common.nats_url, name="bench-features") as nc:
+        js = nc.jetstream()
+        await provision(js, names)
+        svc = FeaturesService(FeaturesSettings(common=common, batch_size=1000, fetch_timeout_s=0.2), BENCH_VIEWS)
+        try:
+            # 1. throughput: drain a backlog
+            now = int(time.time() * 1000)
+            backlog = [make_event(i, rng, now - 60_000 + i * 60_000 // n_backlog) for i in range(n_backlog)]
+            await publish(nc, names, backlog)
+            started = time.perf_counter()
+            await svc.start()
+            await wait_drained(js, names, n_backlog)
+            elapsed = time.perf_counter() - started
+            rate = n_backlog / elapsed
+            result["throughput_events_per_s"] = round(rate)
+
+            # 2. freshness at half that rate
+            recorder = Recorder()
+            svc.freshness = recorder  # type: ignore[assignment]
+            target = rate / 2
+            sent = 0
+            started = time.perf_counter()
+            while (elapsed := time.perf_counter() - started) < fresh_s:
+                due = int(elapsed * target) - sent
+                if due > 0:
+                    ts = int(time.time() * 1000)
+                    await publish(nc, names, [make_event(n_backlog + sent + k, rng, ts) for k in range(due)])
+                    sent += due
+                await asyncio.sleep(0.002)
+            await wait_drained(js, names, n_backlog + sent)
+            fresh = [v * 1000 for v in recorder.values]
+            result["freshness_rate_events_per_s"] = round(sent / fresh_s)
+            result["freshness_p50_ms"] = round(pct(fresh, 0.50), 2)
+            result["freshness_p99_ms"] = round(pct(fresh, 0.99), 2)
+
+            # 3. online reads against a raw HMGET of one hash, same server, same run
+            async with open_redis(common.redis_url) as client:
+                cards = sorted({e["entity"] for e in backlog})
+                one = cards[0]
+                key = feature_key(names, "card_stats", one)
+                fields = [f"v:{f}" for f in BENCH_VIEWS["card_stats"].feature_names]
+                assert len(fields) == 20
+                hundred = [("card_stats", c) for c in cards[:100]]
+                for _ in range(200):  # warm up
+                    await client.hmget(key, fields)
+                raw1 = await timed(lambda: client.hmget(key, fields), reads)
+                read1 = await timed(lambda: read_online_features(client, names, [("card_stats", one)]), reads)
+                read100 = await timed(lambda: read_online_features(client, names, hundred), reads // 4)
+                nats1 = await timed(
+                    lambda: request(nc, names.features_get, {"entities": [one], "views": ["card_stats"]}), reads // 4
+                )
+                nats100 = await timed(
+                    lambda: request(nc, names.features_get, {"entities": cards[:100], "views": ["card_stats"]}),
+                    reads // 10,
+                )
+            for label, values in (
+                ("hmget1", raw1), ("read1", read1), ("read100", read100), ("nats_get1", nats1), ("nats_get100", nats100)
+            ):  # fmt: skip
+                result[f"{label}_p50_ms"] = round(statistics.median(values), 4)
+                result[f"{label}_p99_ms"] = round(pct(values, 0.99), 4)
+            result["read1_p99_over_hmget_ratio"] = round(result["read1_p99_ms"] / result["hmget1_p99_ms"], 2)
+            result["read100_p99_over_hmget_ratio"] = round(result["read100_p99_ms"] / result["hmget1_p99_ms"], 2)
+
+            # 4. export: label a tenth of the backlog
+            labelled = backlog[::10]
+            for i, event in enumerate(labelled):
+                body = Label(id=event["id"], label=float(i % 2), ts=event["ts"], event_id=f"l{i}").to_dict()
+                await nc.publish(names.labels("label"), encode(body))
+            await nc.flush()
+            while True:
+                info = await js.consumer_info(names.stream("labels"), names.consumer("features", "labels"))
+                if info.ack_floor.stream_seq >= len(labelled) and info.num_ack_pending == 0:
+                    break
+                await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            training = await build_training_set(
+                svc.pool, BENCH_VIEWS["card_stats"], label_type="label", start_ms=now - 120_000, end_ms=now + 1
+            )
+            elapsed = time.perf_counter() - started
+            result["export_rows"] = len(training.rows)
+            result["export_rows_per_s"] = round(len(training.rows) / elapsed)
+        finally:
+            await svc.stop()
+            await deprovision(js, names)
+            async with open_redis(common.redis_url) as client:
+                await delete_namespace_keys(client, names.redis_prefix)
+            async with open_pool(common.database_url, schema=names.schema) as pool:
+                await drop_schema(pool, names.schema)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a shorter run (under a minute)")
+    args = parser.parse_args()
+    import logging
+
+    logging.disable(logging.WARNING)
+    print(json.dumps(asyncio.run(main(args.quick))))
