@@ -246,6 +246,24 @@ async def _labelled(monitor: MonitorService, n: int) -> bool:
     return sum(len(w) for w in version.labelled.values()) >= n
 
 
+async def test_bad_records_are_counted_and_skipped(monitor: MonitorService, client: Any, names: Names) -> None:
+    start = monitor.consumed
+    bad = monitor.monitor_metrics.bad_messages.labels("predictions")
+    before = bad._value.get()
+    await client.publish(names.predictions(MODEL), b"\xc1 not msgpack")
+    await client.publish(names.predictions(MODEL), encode({"id": "x", "model": MODEL}))  # fields missing
+    nested = {"id": "n", "model": MODEL, "version": 1, "variant": "stable", "entity": "e", "ts": 1, "score": 0.5,
+              "degraded": False, "latency_us": 1, "features": {"x0": {"deep": 1}}}  # fmt: skip
+    await client.publish(names.predictions(MODEL), encode(nested))
+    await Stream(client, names, seed=5).send(10, prefix="after-bad")
+    await eventually(lambda: _consumed(monitor, start + 10), "the good records after the bad ones")
+
+    async def counted() -> bool:
+        return bool(bad._value.get() - before == 3)
+
+    await eventually(counted, "the three bad records to be counted")
+
+
 async def test_restart_rebuilds_windows_and_keeps_alerts(
     monitor: MonitorService, settings: CommonSettings, pool: asyncpg.Pool
 ) -> None:
