@@ -194,6 +194,15 @@ async def main(quick: bool) -> dict[str, Any]:
                 raw1 = await timed(lambda: client.hmget(key, fields), reads)
                 read1 = await timed(lambda: read_online_features(client, names, [("card_stats", one)]), reads)
                 read100 = await timed(lambda: read_online_features(client, names, hundred), reads // 4)
+                hundred_keys = [feature_key(names, view, card) for view, card in hundred]
+
+                async def raw_pipeline() -> Any:
+                    async with client.pipeline(transaction=False) as pipe:
+                        for k in hundred_keys:
+                            pipe.hgetall(k)
+                        return await pipe.execute()
+
+                raw100 = await timed(raw_pipeline, reads // 4)
                 nats1 = await timed(
                     lambda: request(nc, names.features_get, {"entities": [one], "views": ["card_stats"]}), reads // 4
                 )
@@ -202,7 +211,8 @@ async def main(quick: bool) -> dict[str, Any]:
                     reads // 10,
                 )
             for label, values in (
-                ("hmget1", raw1), ("read1", read1), ("read100", read100), ("nats_get1", nats1), ("nats_get100", nats100)
+                ("hmget1", raw1), ("read1", read1), ("read100", read100), ("raw_hgetall100", raw100),
+                ("nats_get1", nats1), ("nats_get100", nats100),
             ):  # fmt: skip
                 result[f"{label}_p50_ms"] = round(statistics.median(values), 4)
                 result[f"{label}_p99_ms"] = round(pct(values, 0.99), 4)

@@ -91,14 +91,31 @@ class BatchConsumer:
             await self.ensure()
         assert self._sub is not None
         while not stop.is_set():
-            try:
-                msgs = await self._sub.fetch(self.spec.batch_size, timeout=self.spec.fetch_timeout_s)
-            except TimeoutError:  # nats.errors.TimeoutError, or a bare one from a long poll
+            msgs = await self._next_batch(self._sub)
+            if not msgs:
                 continue
             if not await self._until_stored(self.prepare(msgs), stop):
                 return  # stopping with the batch unstored: it is redelivered later
             for msg in msgs:
                 await msg.ack()
+
+    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Wait for one message, then take whatever else is already there, up to the batch size.
+
+        A single ``fetch(batch)`` long-polls until the whole batch arrives or the timeout
+        passes, which at a low rate holds every event for the full timeout.
+        """
+        try:  # nats.errors.TimeoutError, or a bare one from a long poll
+            first = await sub.fetch(1, timeout=self.spec.fetch_timeout_s)
+        except TimeoutError:
+            return []
+        if self.spec.batch_size == 1:
+            return first
+        try:
+            rest = await sub.fetch(self.spec.batch_size - 1, timeout=0.005)
+        except TimeoutError:
+            rest = []
+        return first + rest
 
     async def _until_stored(self, batch: Any, stop: asyncio.Event) -> bool:
         delay = 0.05
