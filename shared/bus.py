@@ -76,10 +76,11 @@ ROUTING_HISTORY = 16
 
 @asynccontextmanager
 async def connect(url: str, *, name: str, startup_timeout_s: float = 30.0) -> AsyncIterator[Client]:
-    """A NATS connection that reconnects forever with backoff; drained on exit.
+    """A NATS connection that reconnects forever; drained on exit.
 
-    The first connection is retried with exponential backoff for ``startup_timeout_s``
-    so a service started alongside its server waits for it rather than crashing.
+    nats-py keeps retrying even the first connection when reconnecting is allowed,
+    so a service started alongside its server waits for it; ``startup_timeout_s``
+    bounds that wait, after which :class:`ConnectionError` names the URL.
     """
 
     async def on_error(error: Exception) -> None:
@@ -91,12 +92,10 @@ async def connect(url: str, *, name: str, startup_timeout_s: float = 30.0) -> As
     async def on_reconnected() -> None:
         log.info("nats_reconnected", server=str(client.connected_url.netloc if client.connected_url else ""))
 
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + startup_timeout_s
-    delay = 0.1
-    while True:
-        try:
-            client = await nats.connect(
+    client = Client()
+    try:
+        await asyncio.wait_for(
+            client.connect(
                 url,
                 name=name,
                 allow_reconnect=True,
@@ -107,14 +106,12 @@ async def connect(url: str, *, name: str, startup_timeout_s: float = 30.0) -> As
                 disconnected_cb=on_disconnected,
                 reconnected_cb=on_reconnected,
                 drain_timeout=30,
-            )
-            break
-        except (OSError, nats.errors.NoServersError, TimeoutError) as error:
-            if loop.time() + delay > deadline:
-                raise ConnectionError(f"cannot reach NATS at {url}: {error}") from error
-            log.info("nats_connect_retry", url=url, error=str(error), retry_in_s=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
+            ),
+            timeout=startup_timeout_s,
+        )
+    except (OSError, nats.errors.NoServersError, TimeoutError) as error:
+        await client.close()
+        raise ConnectionError(f"cannot reach NATS at {url} within {startup_timeout_s:g}s: {error!r}") from error
     try:
         yield client
     finally:
