@@ -257,6 +257,7 @@ class ModelMonitor:
         self.log.append(
             record.id, record.ts, record.version, record.score,
             latency_us=record.latency_us, error=record.error_code is not None, degraded=record.degraded,
+            variant=record.variant,
         )  # fmt: skip
         if record.variant in ("stable", "candidate"):
             self.variants[record.version] = record.variant

@@ -40,8 +40,8 @@ from services.monitor.engine import ModelMonitor, Signal, VersionMonitor
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.profiles import ensure_profile_table, load_profile
 from services.monitor.settings import MonitorSettings
-from services.monitor.summary import SummaryRequest, summarize
-from services.monitor.windows import LruMap, PredictionLog
+from services.monitor.summary import SummaryRequest, summarize, version_figures
+from services.monitor.windows import LogSlice, LruMap, PredictionLog
 from shared.codec import MAX_MESSAGE_BYTES, decode, encode
 from shared.db import open_pool
 from shared.errors import BadRequest, NotFound, ServiceError
@@ -384,11 +384,13 @@ class MonitorService(Service):
                     )
 
     # summary ------------------------------------------------------------------------
-    def summarize(self, request: SummaryRequest, now_ms: int | None = None) -> dict[str, Any]:
-        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        model = self.models.get(request.model)
+    def _slice(self, model_name: str, window_s: float) -> LogSlice:
+        model = self.models.get(model_name)
         log_ = model.log if model is not None else PredictionLog(capacity=1)
-        part = log_.since(now_ms - round(request.window_s * 1000))
+        return log_.since(int(time.time() * 1000) - round(window_s * 1000))
+
+    def summarize(self, request: SummaryRequest) -> dict[str, Any]:
+        part = self._slice(request.model, request.window_s)
         return summarize(request, part, self.labels.get, self.settings.summary_min_samples)
 
     async def summary(self, request: Request) -> dict[str, Any]:
@@ -456,13 +458,16 @@ class MonitorService(Service):
                 raise BadRequest(f"window_s must be a number, got {request.query.get('window_s')!r}") from error
             version = int(raw_version)
             body = {"model": request.match_info["model"], "stable": version, "candidate": version, "window_s": window_s}
-            summary = self.summarize(SummaryRequest.from_dict(body))
+            parsed = SummaryRequest.from_dict(body)
         except ServiceError as error:
             return self._error(error)
-        return _json(
-            {"model": summary["model"], "version": version, "window_s": window_s,
-             **summary["versions"][str(version)], "min_samples": self.settings.summary_min_samples}
-        )  # fmt: skip
+        part = self._slice(parsed.model, parsed.window_s)
+        minimum = self.settings.summary_min_samples
+        figures = version_figures(part, version, self.labels.get, minimum)
+        present = sorted({part.variant_names[c] for c in part.variants[part.versions == version].tolist()})
+        variants = {name: version_figures(part, version, self.labels.get, minimum, variant=name) for name in present}
+        return _json({"model": parsed.model, "version": version, "window_s": window_s, **figures,
+                      "variants": variants, "min_samples": minimum})  # fmt: skip
 
     async def _http_alerts(self, request: web.Request) -> web.Response:
         raw_open = request.query.get("open", "false").lower()

@@ -59,9 +59,15 @@ def _mean_or_none(values: np.ndarray, min_samples: int) -> float | None:
 
 
 def version_figures(
-    part: LogSlice, version: int, label_of: Callable[[str], float | None], min_samples: int
+    part: LogSlice,
+    version: int,
+    label_of: Callable[[str], float | None],
+    min_samples: int,
+    *,
+    variant: str | None = None,
 ) -> dict[str, Any]:
-    """Counts, rates, latency quantiles, mean score and AUC of one version's records in the slice.
+    """Counts, rates, latency quantiles, mean score and AUC of one version's records in the slice
+    (of one variant's, given ``variant``).
 
     >>> from services.monitor.windows import PredictionLog
     >>> log = PredictionLog(capacity=10)
@@ -72,6 +78,8 @@ def version_figures(
     (4, 1, 0.25, 2.0)
     """
     mine = part.versions == version
+    if variant is not None:
+        mine &= part.variants == part.variant_code(variant)
     errors = part.errors[mine]
     n = int(mine.sum())
     answered = mine & ~part.errors

@@ -101,6 +101,12 @@ class LogSlice:
     latency_us: NDArray[np.int64]
     errors: NDArray[np.bool_]
     degraded: NDArray[np.bool_]
+    variants: NDArray[np.int64]  # codes into ``variant_names``
+    variant_names: tuple[str, ...] = ()
+
+    def variant_code(self, variant: str) -> int:
+        """The code of ``variant`` in this slice, -1 when absent."""
+        return self.variant_names.index(variant) if variant in self.variant_names else -1
 
 
 class PredictionLog:
@@ -124,6 +130,8 @@ class PredictionLog:
         self._latency = np.zeros(capacity, dtype=np.int64)
         self._errors = np.zeros(capacity, dtype=np.bool_)
         self._degraded = np.zeros(capacity, dtype=np.bool_)
+        self._variants = np.zeros(capacity, dtype=np.int64)
+        self._variant_codes: dict[str, int] = {}
         self._next = 0
         self._size = 0
 
@@ -131,7 +139,16 @@ class PredictionLog:
         return self._size
 
     def append(
-        self, id_: str, ts_ms: int, version: int, score: float | None, *, latency_us: int, error: bool, degraded: bool
+        self,
+        id_: str,
+        ts_ms: int,
+        version: int,
+        score: float | None,
+        *,
+        latency_us: int,
+        error: bool,
+        degraded: bool,
+        variant: str = "stable",
     ) -> None:
         i = self._next
         self._ids[i] = id_
@@ -141,6 +158,12 @@ class PredictionLog:
         self._latency[i] = latency_us
         self._errors[i] = error
         self._degraded[i] = degraded
+        code = self._variant_codes.get(variant)
+        if code is None:
+            # variants are a handful (stable, candidate, shadow); past 16 the rest share one bucket
+            code = self._variant_codes.setdefault(variant if len(self._variant_codes) < 16 else "other",
+                                                  len(self._variant_codes))  # fmt: skip
+        self._variants[i] = code
         self._next = (i + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
 
@@ -155,6 +178,8 @@ class PredictionLog:
             latency_us=self._latency[order],
             errors=self._errors[order],
             degraded=self._degraded[order],
+            variants=self._variants[order],
+            variant_names=tuple(self._variant_codes),
         )
 
 

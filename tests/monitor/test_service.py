@@ -190,6 +190,11 @@ async def test_summary_for_the_rollout_controller(monitor: MonitorService, clien
     )
     assert comparison["min_samples"] == 20 and comparison["score_psi"] is not None
 
+    url = f"http://127.0.0.1:{monitor.http_port}/models/{MODEL}/versions/2/summary?window_s=600"
+    async with aiohttp.ClientSession() as http, http.get(url) as response:
+        by_variant = (await response.json())["variants"]
+    assert {name: f["predictions"] for name, f in by_variant.items()} == {"candidate": 200, "shadow": 100}
+
     # too few predictions in a short window: None, not nan
     empty = await request(
         client, f"{names.namespace}.monitor.summary", {"model": "nobody", "stable": 1, "candidate": 2, "window_s": 5}
@@ -239,6 +244,7 @@ async def test_labels_join_predictions_for_live_performance(
     live = body["versions"]["1"]["live"]["stable"]
     assert live["labelled"] == 200 and live["auc"] == 1.0 and live["error_rate"] == 0.0
     assert summary["labelled"] == 200 and summary["auc"] == 1.0
+    assert set(summary["variants"]) == {"stable"} and summary["variants"]["stable"]["labelled"] == 200
 
 
 async def _labelled(monitor: MonitorService, n: int) -> bool:
