@@ -52,6 +52,7 @@ log = structlog.get_logger(__name__)
 
 PROFILE_RETRY_S = 30.0
 ACK_WAIT_S = 60.0
+RETENTION_EVERY_S = 3600.0
 
 
 def decode_record(data: bytes) -> dict[str, Any]:
@@ -121,7 +122,11 @@ class MonitorService(Service):
         return [Endpoint("summary", f"{self.names.namespace}.monitor.summary", self.summary)]
 
     def workers(self) -> Mapping[str, Worker]:
-        return {"predictions": self._consume_predictions, "labels": self._consume_labels}
+        return {
+            "predictions": self._consume_predictions,
+            "labels": self._consume_labels,
+            "retention": self._retention,
+        }
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
         return [
@@ -196,6 +201,16 @@ class MonitorService(Service):
 
     async def _consume_labels(self, stop: asyncio.Event) -> None:
         await self._pull_loop("labels", "labels", stop, self.handle_labels)
+
+    async def _retention(self, stop: asyncio.Event) -> None:
+        """Hourly, drop join rows past the retention: labels that late are no longer joined."""
+        while not stop.is_set():
+            cutoff = int((time.time() - self.settings.join_retention_s) * 1000)
+            deleted = await store.forget_before(self.pool, cutoff)
+            if deleted:
+                log.info("join_rows_forgotten", predictions=deleted, before_ms=cutoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=RETENTION_EVERY_S)
 
     async def _rebuild(self) -> None:
         """Replay the recent prediction stream up to the durable's ack floor into the windows, silently."""

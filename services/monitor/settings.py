@@ -24,6 +24,7 @@ RTML_MONITOR_PERF_MARGIN           0.05       AUC drop (vs training or vs stable
 RTML_MONITOR_SUMMARY_MIN_SAMPLES   30         below this a summary figure is None
 RTML_MONITOR_LOG_SIZE              200000     predictions kept for summaries (ring buffer per replica)
 RTML_MONITOR_REBUILD_S             600        on start, windows are rebuilt from this much of the stream
+RTML_MONITOR_JOIN_RETENTION_S      2592000    predictions and labels older than this leave the join tables
 RTML_MONITOR_MODELS                {}         JSON per-model overrides, e.g. {"fraud": {"window_size": 2000}}
 =================================  =========  ==============================================================
 
@@ -117,6 +118,7 @@ class MonitorSettings:
     log_size: int = 200_000
     rebuild_s: float = 600.0
     label_cache: int = 200_000
+    join_retention_s: float = 30 * 86_400.0
 
     def model(self, name: str) -> ModelConfig:
         return self.per_model.get(name, self.defaults)
@@ -168,4 +170,5 @@ class MonitorSettings:
             summary_min_samples=env_int("SUMMARY_MIN_SAMPLES", 30, 1, 10_000_000),
             log_size=env_int("LOG_SIZE", 200_000, 1000, 50_000_000),
             rebuild_s=env_float("REBUILD_S", 600.0, 0, 86_400 * 7),
+            join_retention_s=env_float("JOIN_RETENTION_S", 30 * 86_400.0, 3600, 86_400 * 3650),
         )

@@ -22,6 +22,7 @@ CREATE TABLE IF NOT EXISTS monitor_predictions (
     score    double precision
 );
 CREATE INDEX IF NOT EXISTS monitor_predictions_id ON monitor_predictions (id);
+CREATE INDEX IF NOT EXISTS monitor_predictions_ts ON monitor_predictions (ts);
 CREATE TABLE IF NOT EXISTS monitor_labels (
     event_id  text PRIMARY KEY,
     id        text NOT NULL,
@@ -70,6 +71,14 @@ async def find_predictions(pool: asyncpg.Pool, ids: Sequence[str]) -> dict[str, 
     for row in rows:
         found.setdefault(row["id"], []).append(Scored(row["model"], row["version"], row["variant"], row["score"]))
     return found
+
+
+async def forget_before(pool: asyncpg.Pool, ts_ms: int) -> int:
+    """Delete join rows (predictions and labels) older than ``ts_ms``; how many predictions went."""
+    async with pool.acquire() as connection, connection.transaction():
+        deleted = await connection.execute("DELETE FROM monitor_predictions WHERE ts < $1", ts_ms)
+        await connection.execute("DELETE FROM monitor_labels WHERE ts < $1", ts_ms)
+    return int(deleted.split()[-1])
 
 
 async def write_labels(pool: asyncpg.Pool, labels: Sequence[tuple[str, str, float, int]]) -> set[str]:

@@ -103,3 +103,16 @@ async def test_falls_back_to_the_registry_column(pool: asyncpg.Pool) -> None:
         json.dumps(profile.to_dict()),
     )
     assert await load_profile(pool, "reg", 1) == profile
+
+
+async def test_join_retention_forgets_old_rows(pool: asyncpg.Pool) -> None:
+    from services.monitor import store
+
+    await store.ensure_tables(pool)
+    await store.write_predictions(pool, [("old", "m", 1, "stable", 1_000, 0.5), ("new", "m", 1, "stable", 9_000, 0.7)])
+    assert await store.write_labels(pool, [("e-old", "old", 1.0, 1_000), ("e-new", "new", 0.0, 9_000)]) == {
+        "e-old", "e-new",
+    }  # fmt: skip
+    assert await store.forget_before(pool, 5_000) == 1
+    assert set(await store.find_predictions(pool, ["old", "new"])) == {"new"}
+    assert await pool.fetchval("SELECT count(*) FROM monitor_labels") == 1
