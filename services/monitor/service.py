@@ -258,7 +258,11 @@ class MonitorService(Service):
         monitor = model.versions.get(version)
         key = (model_name, version)
         if monitor is None or (monitor.profile is None and time.monotonic() >= self._profile_retry.get(key, 0.0)):
-            profile = await load_profile(self.pool, model_name, version)
+            try:
+                profile = await load_profile(self.pool, model_name, version)
+            except ServiceError as error:  # a malformed stored profile must not stop the stream
+                log.error("reference_profile_unreadable", model=model_name, version=version, error=error.message)
+                profile = None
             if monitor is None or profile is not None:
                 monitor = VersionMonitor(model_name, version, profile, model.config)
                 model.versions[version] = monitor

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -286,3 +287,16 @@ async def test_restart_rebuilds_windows_and_keeps_alerts(
         assert await pool.fetchval("SELECT count(*) FROM monitor_alerts") == 1
     finally:
         await second.stop()
+
+
+async def test_a_malformed_stored_profile_does_not_stop_the_stream(
+    monitor: MonitorService, client: Any, names: Names, pool: asyncpg.Pool
+) -> None:
+    await pool.execute(
+        "INSERT INTO monitor_profiles (model, version, profile) VALUES ($1, 9, $2::jsonb)",
+        MODEL, json.dumps({"model": MODEL, "version": 9, "features": [{"name": "x", "kind": "histogram"}]}),
+    )  # fmt: skip
+    start = monitor.consumed
+    await Stream(client, names, seed=6).send(5, version=9, prefix="bad-profile")
+    await eventually(lambda: _consumed(monitor, start + 5), "the records of the version with a broken profile")
+    assert monitor.models[MODEL].versions[9].profile is None
