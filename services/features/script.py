@@ -190,21 +190,21 @@ end
 local out = {}
 local Ts = string.format('%d', T)
 for _, f in ipairs(SPEC.features) do
-  local kind, default, value = f[2], f[3], nil
+  local kind, value = f[3], nil
   if kind == 'distinct_count' then
-    local c = distinct[f[4]][f[5]]
+    local c = distinct[f[5]][f[6]]
     if c > 0 then value = c end
   elseif kind == 'last' then
-    local raw = l1[1 + f[4]]
+    local raw = l1[1 + f[5]]
     if raw ~= '' then value = tonumber(raw) end
   elseif kind == 'time_since_last' then
     if l2 then
-      local w = f[4]
+      local w = f[5]
       if (not w) or floor(l2[1] / w[1]) > floor(T / w[1]) - w[2] then value = l1[1] - l2[1] end
     end
   else
-    local total = agg[f[4]]
-    local j = f[5]
+    local total = agg[f[5]]
+    local j = f[6]
     if kind == 'count' and j == 0 then
       if total[1] > 0 then value = total[1] end
     else
@@ -225,10 +225,11 @@ for _, f in ipairs(SPEC.features) do
       end
     end
   end
-  if value == nil then value = default end
-  out[#out + 1] = 'v:' .. f[1]
-  out[#out + 1] = string.format('%.17g', value)
-  out[#out + 1] = 't:' .. f[1]
+  if value == nil then value = f[4] end
+  -- a Lua number reaches Redis as %.17g: exact, and what float() reads back
+  out[#out + 1] = f[1]
+  out[#out + 1] = value
+  out[#out + 1] = f[2]
   out[#out + 1] = Ts
 end
 redis.call('HSET', O, unpack(out))
@@ -265,7 +266,7 @@ def render_lua(view: FeatureView) -> str:
     distinct_windows: list[list[tuple[int, int]]] = [[] for _ in distinct_fields]
     features: list[list[Any]] = []
     for feature in view.features:
-        row: list[Any] = [feature.name, feature.agg.value, feature.default]
+        row: list[Any] = [f"v:{feature.name}", f"t:{feature.name}", feature.agg.value, feature.default]
         if feature.agg == Agg.DISTINCT_COUNT:
             assert feature.field is not None and feature.window is not None
             d = distinct_fields.index(feature.field)
