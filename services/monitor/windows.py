@@ -121,19 +121,34 @@ class PredictionLog:
     (['b', 'c'], [2, 2], [True, False])
     """
 
-    def __init__(self, *, capacity: int) -> None:
+    def __init__(self, *, capacity: int, initial: int = 1024) -> None:
         self.capacity = capacity
-        self._ids: list[str] = [""] * capacity
-        self._ts = np.zeros(capacity, dtype=np.int64)
-        self._versions = np.zeros(capacity, dtype=np.int64)
-        self._scores = np.full(capacity, math.nan)
-        self._latency = np.zeros(capacity, dtype=np.int64)
-        self._errors = np.zeros(capacity, dtype=np.bool_)
-        self._degraded = np.zeros(capacity, dtype=np.bool_)
-        self._variants = np.zeros(capacity, dtype=np.int64)
+        # the arrays start small and double up to ``capacity``: a model that is seen a few times costs little
+        self._allocated = 0
+        self._ids: list[str] = []
+        self._ts = np.zeros(0, dtype=np.int64)
+        self._versions = np.zeros(0, dtype=np.int64)
+        self._scores = np.zeros(0)
+        self._latency = np.zeros(0, dtype=np.int64)
+        self._errors = np.zeros(0, dtype=np.bool_)
+        self._degraded = np.zeros(0, dtype=np.bool_)
+        self._variants = np.zeros(0, dtype=np.int64)
+        self._grow(min(initial, capacity))
         self._variant_codes: dict[str, int] = {}
         self._next = 0
         self._size = 0
+
+    def _grow(self, size: int) -> None:
+        extra = size - self._allocated
+        self._ids.extend([""] * extra)
+        self._ts = np.concatenate([self._ts, np.zeros(extra, dtype=np.int64)])
+        self._versions = np.concatenate([self._versions, np.zeros(extra, dtype=np.int64)])
+        self._scores = np.concatenate([self._scores, np.full(extra, math.nan)])
+        self._latency = np.concatenate([self._latency, np.zeros(extra, dtype=np.int64)])
+        self._errors = np.concatenate([self._errors, np.zeros(extra, dtype=np.bool_)])
+        self._degraded = np.concatenate([self._degraded, np.zeros(extra, dtype=np.bool_)])
+        self._variants = np.concatenate([self._variants, np.zeros(extra, dtype=np.int64)])
+        self._allocated = size
 
     def __len__(self) -> int:
         return self._size
@@ -150,6 +165,8 @@ class PredictionLog:
         degraded: bool,
         variant: str = "stable",
     ) -> None:
+        if self._size == self._allocated < self.capacity:  # still linear: grow before wrapping
+            self._grow(min(2 * self._allocated, self.capacity))
         i = self._next
         self._ids[i] = id_
         self._ts[i] = ts_ms
