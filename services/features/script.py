@@ -14,8 +14,8 @@ table), so a call carries only the event. Per call it:
    layout of :mod:`shared.online`, refreshing every key's TTL.
 
 Keys: ``<ns>:fs:<view>:{<entity>}`` (watermark, buckets, last two events),
-``...:ids`` (applied ids) and ``...:d:<field>`` (value -> latest time, for distinct
-counts) beside the online hash ``<ns>:fv:<view>:{<entity>}``; all share the entity's
+``...:ids`` (applied ids) and ``...:d:<field>`` (sorted set value -> latest time, for
+distinct counts) beside the online hash ``<ns>:fv:<view>:{<entity>}``; all share the entity's
 hash tag, so one call touches one Redis Cluster slot.
 """
 
@@ -137,33 +137,23 @@ end
 if #gone > 0 then redis.call('HDEL', S, unpack(gone)) end
 local distinct = {}
 for d, spec in ipairs(SPEC.distinct) do
+  -- value -> its latest event time, as a sorted set: a value is in a window as of T when
+  -- its latest time is at or after the window's first bucket, (floor(T/b) - n + 1) * b
   local D = KEYS[3 + d]
   local value = ARGV[2 + NF + d]
   local counts = {}
-  for f = 1, #spec do counts[f] = 0 end
-  if value ~= '' then
-    local inside = false
-    for f = 1, #spec do
-      local b, n = spec[f][1], spec[f][2]
-      if floor(ts / b) > floor(T / b) - n then inside = true end
-    end
-    if inside then
-      local cur = tonumber(redis.call('HGET', D, value))
-      if (not cur) or ts > cur then redis.call('HSET', D, value, ARGV[2]) end
-    end
+  local lowest
+  for f = 1, #spec do
+    local b, n = spec[f][1], spec[f][2]
+    local start = (floor(T / b) - n + 1) * b
+    if (not lowest) or start < lowest then lowest = start end
+    counts[f] = start
   end
-  local all = redis.call('HGETALL', D)
-  local stale = {}
-  for k = 1, #all, 2 do
-    local t = tonumber(all[k + 1])
-    local keep = false
-    for f = 1, #spec do
-      local b, n = spec[f][1], spec[f][2]
-      if floor(t / b) > floor(T / b) - n then counts[f] = counts[f] + 1; keep = true end
-    end
-    if not keep then stale[#stale + 1] = all[k] end
+  if value ~= '' and ts >= lowest then redis.call('ZADD', D, 'GT', ts, value) end
+  if advanced then redis.call('ZREMRANGEBYSCORE', D, '-inf', '(' .. string.format('%d', lowest)) end
+  for f = 1, #spec do
+    counts[f] = redis.call('ZCOUNT', D, string.format('%d', counts[f]), '+inf')
   end
-  if #stale > 0 then redis.call('HDEL', D, unpack(stale)) end
   distinct[d] = counts
   redis.call('PEXPIRE', D, SPEC.ttl)
 end

@@ -94,3 +94,21 @@ def test_old_buckets_are_dropped(sync_redis: redis.Redis, names: Names) -> None:
 def test_fraud_views_render() -> None:
     for view in load_views(None).values():
         assert f"view {view.name} v{view.version}" in render_lua(view)
+
+
+BOUNDARY_CASES = [
+    # a value whose latest time is exactly the first instant of the widest distinct window
+    [Ev("a", 60, {"merchant": "m1"}), Ev("b", 119, {"merchant": "m2"})],
+    # the same at the bucketed windows' edges, and an event exactly at the lateness bound
+    [Ev("a", 100, {"amount": 1.0}), Ev("b", 119, {"amount": 2.0}), Ev("c", 94, {"amount": 4.0})],
+    [Ev("a", 0, {"amount": 1.0, "merchant": "x"}), Ev("b", 20, {"amount": 3.0}), Ev("c", 40, {"merchant": "x"})],
+]
+
+
+@pytest.mark.parametrize("evs", BOUNDARY_CASES)
+def test_window_boundaries(sync_redis: redis.Redis, names: Names, evs: list[Ev]) -> None:
+    entity, _ = _run(sync_redis, names, evs)
+    applied = accepted(evs, VIEW.lateness_ms)
+    want = brute_vector(VIEW, applied, max(e.ts for e in applied))
+    got = _online(sync_redis, names, entity)
+    assert {k: got.values[k] for k in want} == pytest.approx(want)
