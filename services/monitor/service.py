@@ -101,6 +101,7 @@ class MonitorService(Service):
         self.pool: asyncpg.Pool
         self.alerts: AlertManager
         self.rebuilt = 0
+        self.labels_rebuilt = 0
         self.consumed = 0
         self._writing: asyncio.Task[None] | None = None
 
@@ -115,6 +116,7 @@ class MonitorService(Service):
         await self.alerts.setup()
         self.monitor_metrics.alerts_open.set(self.alerts.open_count)
         await self._rebuild()
+        await self._rebuild_labels()
         for purpose, flow in (("predictions", "predictions"), ("labels", "labels")):
             await self._ensure_consumer(purpose, flow)
 
@@ -211,6 +213,17 @@ class MonitorService(Service):
                 log.info("join_rows_forgotten", predictions=deleted, before_ms=cutoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=RETENTION_EVERY_S)
+
+    async def _rebuild_labels(self) -> None:
+        """Refill the labelled windows from the Postgres join (the latest ``label_cache`` labels), silently."""
+        joined = await store.recent_joins(self.pool, self.settings.label_cache)
+        for id_, scored, label in joined:
+            self.labels[id_] = label
+            _, monitor = await self._version(scored.model, scored.version)
+            monitor.observe_label(scored.variant, scored.score, label)  # signals dropped: nothing new happened
+        if joined:
+            log.info("labels_rebuilt", joined=len(joined))
+        self.labels_rebuilt = len(joined)
 
     async def _rebuild(self) -> None:
         """Replay the recent prediction stream up to the durable's ack floor into the windows, silently."""

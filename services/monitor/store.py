@@ -73,6 +73,20 @@ async def find_predictions(pool: asyncpg.Pool, ids: Sequence[str]) -> dict[str, 
     return found
 
 
+async def recent_joins(pool: asyncpg.Pool, limit: int) -> list[tuple[str, Scored, float]]:
+    """The latest ``limit`` labels joined to their scored predictions, oldest first: ``(id, prediction, label)``."""
+    rows = await pool.fetch(
+        """SELECT j.id, j.model, j.version, j.variant, j.score, j.label FROM (
+               SELECT DISTINCT ON (l.event_id, p.model, p.version, p.variant)
+                      l.id, l.ts, l.event_id, p.model, p.version, p.variant, p.score, l.label
+               FROM (SELECT * FROM monitor_labels ORDER BY ts DESC, event_id DESC LIMIT $1) l
+               JOIN monitor_predictions p ON p.id = l.id AND p.score IS NOT NULL
+           ) j ORDER BY j.ts, j.event_id""",
+        limit,
+    )
+    return [(r["id"], Scored(r["model"], r["version"], r["variant"], r["score"]), r["label"]) for r in rows]
+
+
 async def forget_before(pool: asyncpg.Pool, ts_ms: int) -> int:
     """Delete join rows (predictions and labels) older than ``ts_ms``; how many predictions went."""
     async with pool.acquire() as connection, connection.transaction():

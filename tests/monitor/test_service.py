@@ -284,6 +284,8 @@ async def test_restart_rebuilds_windows_and_keeps_alerts(
         assert len(second.models[MODEL].log) == before
         assert second.models[MODEL].versions[1].last.features  # windows were evaluated again
         assert second.consumed == 0  # nothing replayed counted as new
+        assert second.labels_rebuilt == 200  # the joined labels, from Postgres
+        assert second.models[MODEL].versions[1].performance("stable").auc == 1.0
         assert await pool.fetchval("SELECT count(*) FROM monitor_alerts") == 1
     finally:
         await second.stop()
