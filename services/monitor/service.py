@@ -4,9 +4,8 @@ Workers: a durable pull consumer on ``<ns>.predictions.>`` feeds each model
 version's windows and detectors (and the Postgres join table); one on
 ``<ns>.labels.>`` joins labels to predictions for live performance. Signals from
 the engine go through the :class:`~services.monitor.alerts.AlertManager`.
-Endpoint: ``<ns>.monitor.summary`` (the rollout controller's gate input). HTTP:
-``/models/{m}/drift``, ``/models/{m}/performance``,
-``/models/{m}/versions/{v}/summary`` and ``/alerts``.
+Endpoint: ``<ns>.monitor.summary`` (the rollout controller's gate input). HTTP
+routes are in :mod:`services.monitor.api`.
 
 On start the windows are rebuilt by replaying the last ``rebuild_s`` seconds of
 the prediction stream up to where the durable consumer had acknowledged, with no
@@ -18,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import math
 import time
 from collections.abc import Mapping, Sequence
@@ -35,16 +33,17 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from services.monitor import store
-from services.monitor.alerts import AlertManager, list_alerts
+from services.monitor.alerts import AlertManager
+from services.monitor.api import MonitorApi
 from services.monitor.engine import ModelMonitor, Signal, VersionMonitor
 from services.monitor.metrics import MonitorMetrics
 from services.monitor.profiles import ensure_profile_table, load_profile
 from services.monitor.settings import MonitorSettings
-from services.monitor.summary import SummaryRequest, summarize, version_figures
+from services.monitor.summary import SummaryRequest, summarize
 from services.monitor.windows import LogSlice, LruMap, PredictionLog
 from shared.codec import MAX_MESSAGE_BYTES, decode, encode
 from shared.db import open_pool
-from shared.errors import BadRequest, NotFound, ServiceError
+from shared.errors import BadRequest, ServiceError
 from shared.messages import Label, PredictionRecord
 from shared.runtime import Endpoint, Request, Service, Worker
 
@@ -70,21 +69,6 @@ def decode_record(data: bytes) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise BadRequest(f"payload must be a msgpack map, got {type(value).__name__}")
     return value
-
-
-def _json_safe(value: Any) -> Any:
-    """``nan``/``inf`` become ``None`` so every HTTP body is valid JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.json_response(_json_safe(body), status=status)
 
 
 class MonitorService(Service):
@@ -131,12 +115,7 @@ class MonitorService(Service):
         }
 
     def routes(self) -> Sequence[web.AbstractRouteDef]:
-        return [
-            web.get("/models/{model}/drift", self._http_drift),
-            web.get("/models/{model}/performance", self._http_performance),
-            web.get("/models/{model}/versions/{version}/summary", self._http_summary),
-            web.get("/alerts", self._http_alerts),
-        ]
+        return MonitorApi(self).routes()
 
     # consumers -----------------------------------------------------------------
     def _consumer_config(self, purpose: str, flow: str) -> ConsumerConfig:
@@ -416,94 +395,14 @@ class MonitorService(Service):
                     )
 
     # summary ------------------------------------------------------------------------
-    def _slice(self, model_name: str, window_s: float) -> LogSlice:
+    def slice(self, model_name: str, window_s: float) -> LogSlice:
         model = self.models.get(model_name)
         log_ = model.log if model is not None else PredictionLog(capacity=1)
         return log_.since(int(time.time() * 1000) - round(window_s * 1000))
 
     def summarize(self, request: SummaryRequest) -> dict[str, Any]:
-        part = self._slice(request.model, request.window_s)
+        part = self.slice(request.model, request.window_s)
         return summarize(request, part, self.labels.get, self.settings.summary_min_samples)
 
     async def summary(self, request: Request) -> dict[str, Any]:
         return self.summarize(SummaryRequest.from_dict(request.payload()))
-
-    # HTTP -----------------------------------------------------------------------------
-    def _model(self, request: web.Request) -> ModelMonitor:
-        name = request.match_info["model"]
-        model = self.models.get(name)
-        if model is None:
-            raise NotFound(f"no predictions seen for model '{name}'")
-        return model
-
-    @staticmethod
-    def _error(error: ServiceError) -> web.Response:
-        return _json(error.body(), status=error.code)
-
-    async def _http_drift(self, request: web.Request) -> web.Response:
-        try:
-            model = self._model(request)
-        except ServiceError as error:
-            return self._error(error)
-        versions: dict[str, Any] = {}
-        for version, monitor in sorted(model.versions.items()):
-            bank = monitor.bank
-            versions[str(version)] = {
-                "profile": monitor.profile is not None,
-                "predictions": monitor.count,
-                "evaluated_at_ms": monitor.last.at_ms or None,
-                "window": monitor.last.window,
-                "features": [result.to_dict() for result in monitor.last.features],
-                "confidence": monitor.last.confidence,
-                "detector_alarms": monitor.alarms,
-                "detectors": {
-                    signal: {"upper": d.upper, "lower": d.lower, "h": d.h, "h_down": d.h_down}
-                    for signal, d in (bank.detectors() if bank is not None else ())
-                },
-            }
-        return _json({"model": model.model, "versions": versions})
-
-    async def _http_performance(self, request: web.Request) -> web.Response:
-        try:
-            model = self._model(request)
-        except ServiceError as error:
-            return self._error(error)
-        versions: dict[str, Any] = {}
-        for version, monitor in sorted(model.versions.items()):
-            versions[str(version)] = {
-                "variant": model.variants.get(version),
-                "threshold": monitor.threshold,
-                "training": monitor.profile.metrics if monitor.profile is not None else {},
-                "live": {variant: monitor.performance(variant).to_dict() for variant in monitor.labelled}
-                | {"all": monitor.performance().to_dict()},
-            }
-        return _json({"model": model.model, "versions": versions})
-
-    async def _http_summary(self, request: web.Request) -> web.Response:
-        try:
-            raw_version = request.match_info["version"]
-            if not raw_version.isdigit():
-                raise BadRequest(f"version must be an integer, got {raw_version!r}")
-            try:
-                window_s = float(request.query.get("window_s", "300"))
-            except ValueError as error:
-                raise BadRequest(f"window_s must be a number, got {request.query.get('window_s')!r}") from error
-            version = int(raw_version)
-            body = {"model": request.match_info["model"], "stable": version, "candidate": version, "window_s": window_s}
-            parsed = SummaryRequest.from_dict(body)
-        except ServiceError as error:
-            return self._error(error)
-        part = self._slice(parsed.model, parsed.window_s)
-        minimum = self.settings.summary_min_samples
-        figures = version_figures(part, version, self.labels.get, minimum)
-        present = sorted({part.variant_names[c] for c in part.variants[part.versions == version].tolist()})
-        variants = {name: version_figures(part, version, self.labels.get, minimum, variant=name) for name in present}
-        return _json({"model": parsed.model, "version": version, "window_s": window_s, **figures,
-                      "variants": variants, "min_samples": minimum})  # fmt: skip
-
-    async def _http_alerts(self, request: web.Request) -> web.Response:
-        raw_open = request.query.get("open", "false").lower()
-        if raw_open not in ("true", "false", "1", "0"):
-            return self._error(BadRequest(f"open must be true or false, got {raw_open!r}"))
-        rows = await list_alerts(self.pool, open_only=raw_open in ("true", "1"), model=request.query.get("model"))
-        return web.Response(text=json.dumps({"alerts": _json_safe(rows)}), content_type="application/json")
