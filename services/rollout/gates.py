@@ -195,6 +195,11 @@ def evaluate(
             limit = None if ref.degraded_rate is None else ref.degraded_rate + config.max_degraded_rate_increase
             results.append(_upper_gate(gate, cand.degraded_rate, ref.degraded_rate, limit, "degraded rate"))
         elif gate == "psi":
+            if summary.figures(stable).predictions < config.min_predictions:
+                # The candidate serves (nearly) everything, e.g. a canary's 100 % step: there are no stable
+                # scores in the window to compare with, and holding would stop the rollout for good.
+                results.append(GateResult(gate, Outcome.SKIP, reason="stable has too little traffic of its own"))
+                continue
             psi = summary.comparison.score_psi
             results.append(_upper_gate(gate, psi, psi, config.max_psi, "score PSI"))
         elif gate == "agreement":

@@ -88,6 +88,15 @@ def test_baseline_stands_in_for_a_stable_without_traffic() -> None:
     assert outcomes(s, baseline=baseline)["latency"] is Outcome.FAIL
 
 
+def test_psi_is_skipped_when_stable_has_no_traffic_of_its_own() -> None:
+    """At a canary's 100 % step stable answers nothing: PSI cannot be computed, and must not hold forever."""
+    s = summary(figures(predictions=0, latency_p99_ms=None), figures(), score_psi=None)
+    result = outcomes(s, baseline=VersionFigures.from_dict(figures()))
+    assert result["psi"] is Outcome.SKIP
+    assert result["latency"] is Outcome.PASS  # the baseline still judges the rest
+    assert outcomes(s)["psi"] is Outcome.HOLD  # without a baseline, too little traffic holds everything
+
+
 OPTIONAL_FIGURES = ("error_rate", "degraded_rate", "latency_p99_ms")
 
 
