@@ -63,9 +63,9 @@ class BatchConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.spec.ack_wait_s,
-            # A cap of two batches (the one stored, the one prepared) per replica keeps
-            # redelivery in order: after a crash the server redelivers the unacked batches
-            # before anything newer, so they are not pushed past the lateness bound.
+            # A cap of one batch per replica keeps redelivery in order: after a crash the
+            # server redelivers the unacked batch before anything newer, so it is not
+            # pushed past the lateness bound by what came after it.
             max_ack_pending=self.spec.max_ack_pending,
         )
         try:
@@ -87,38 +87,17 @@ class BatchConsumer:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch and prepare the next batch while the previous one is being stored.
-
-        Stores run one at a time, in fetch order, so per-entity order is kept; a batch is
-        acked once stored. Returns (leaving the unstored batch to redelivery) on stop.
-        """
         if self._sub is None:
             await self.ensure()
         assert self._sub is not None
-        storing: asyncio.Task[bool] | None = None
-        try:
-            while not stop.is_set():
-                msgs = await self._next_batch(self._sub)
-                if not msgs:
-                    continue
-                batch = self.prepare(msgs)
-                if storing is not None and not await storing:
-                    return
-                storing = asyncio.create_task(self._store_and_ack(batch, msgs, stop))
-            if storing is not None:
-                await storing
-        finally:
-            if storing is not None and not storing.done():
-                storing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await storing
-
-    async def _store_and_ack(self, batch: Any, msgs: list[Msg], stop: asyncio.Event) -> bool:
-        if not await self._until_stored(batch, stop):
-            return False  # stopping with the batch unstored: it is redelivered later
-        for msg in msgs:
-            await msg.ack()
-        return True
+        while not stop.is_set():
+            msgs = await self._next_batch(self._sub)
+            if not msgs:
+                continue
+            if not await self._until_stored(self.prepare(msgs), stop):
+                return  # stopping with the batch unstored: it is redelivered later
+            for msg in msgs:
+                await msg.ack()
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """Wait for one message, then take whatever else is already there, up to the batch size.

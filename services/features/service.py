@@ -109,7 +109,7 @@ class FeaturesService(Service):
                 fetch_timeout_s=s.fetch_timeout_s,
                 ack_wait_s=s.ack_wait_s,
                 retry_max_s=s.retry_max_s,
-                max_ack_pending=s.max_ack_pending or 2 * s.batch_size,
+                max_ack_pending=s.max_ack_pending or s.batch_size,
             )
 
         self.consumers = {
