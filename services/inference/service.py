@@ -141,6 +141,8 @@ class InferenceService(Service):
         model = req.subject.rsplit(".", 1)[-1]
         state = self.table.get(model)
         if state is None:
+            if not self._routing_synced.is_set():  # just started: the policies are still loading
+                raise Unavailable("routing policies not loaded yet")
             raise NotFound(f"model {model!r} is not served: it has no routing policy")
         request = PredictRequest.from_dict(req.payload())
         route = state.policy.route(request.entity)

@@ -12,6 +12,7 @@ import pytest
 from nats.aio.client import Client
 
 from services.inference.service import InferenceService
+from services.inference.settings import InferenceSettings
 from shared.bus import request
 from shared.codec import decode
 from shared.errors import BadRequest, DeadlineExceeded, NotFound, Overloaded, ServiceError, Unavailable
@@ -240,3 +241,17 @@ async def test_policy_switches_under_load_drop_nothing(
 
     replies, _ = await asyncio.gather(load(), flip())
     assert len(replies) == 400 and {r["version"] for r in replies} <= {stable, candidate}
+
+
+async def test_a_request_before_the_routing_snapshot_is_unavailable_not_unknown(settings: CommonSettings) -> None:
+    """Right after a (re)start the endpoint may answer before the policies are loaded: 503, never 404."""
+    fresh = InferenceService(InferenceSettings(common=settings, warm_up_rounds=0))
+
+    class Early:  # what nats.micro hands the handler: the subject and the decoded payload
+        subject = f"{settings.namespace}.predict.fraud"
+
+        def payload(self) -> dict[str, Any]:
+            return {"entity": "a"}
+
+    with pytest.raises(Unavailable, match="not loaded yet"):
+        await fresh.predict(Early())  # type: ignore[arg-type]
