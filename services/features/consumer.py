@@ -100,19 +100,23 @@ class BatchConsumer:
                 await msg.ack()
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Wait for one message, then take whatever else is already there, up to the batch size.
+        """Wait for one message, then take what is already waiting behind it, up to the batch size.
 
         A single ``fetch(batch)`` long-polls until the whole batch arrives or the timeout
-        passes, which at a low rate holds every event for the full timeout.
+        passes, which at a low rate holds every event for the full timeout. The first
+        message says how many more are waiting (``num_pending``); only those are asked for,
+        so the second fetch returns as soon as they are delivered (or after 50 ms, when
+        another replica took some of them).
         """
         try:  # nats.errors.TimeoutError, or a bare one from a long poll
             first = await sub.fetch(1, timeout=self.spec.fetch_timeout_s)
         except TimeoutError:
             return []
-        if self.spec.batch_size == 1:
+        waiting = min(self.spec.batch_size - 1, first[0].metadata.num_pending)
+        if waiting <= 0:
             return first
         try:
-            rest = await sub.fetch(self.spec.batch_size - 1, timeout=0.005)
+            rest = await sub.fetch(waiting, timeout=min(self.spec.fetch_timeout_s, 0.05))
         except TimeoutError:
             rest = []
         return first + rest
