@@ -69,6 +69,12 @@ async def mesh(settings: CommonSettings) -> AsyncIterator[Mesh]:
             yield Mesh(common, names, supervisor, nc, admin, pool, redis, log_file)
 
 
+async def rediscover(mesh: Mesh) -> None:
+    """Point ``mesh.admin`` at the rollout and monitor instances running now (a restart picks a new port)."""
+    http_of = {i.name: i.http for i in await collect_status(mesh.settings.nats_url, mesh.settings.namespace)}
+    mesh.admin = Admin(mesh.admin.http, f"http://{http_of['rollout']}", f"http://{http_of['monitor']}", TOKEN)
+
+
 async def stored_events(pool: asyncpg.Pool, event_type: str = "transaction") -> list[dict[str, Any]]:
     """The offline log's events of ``event_type`` in stream order (the order features applied them)."""
     rows = await pool.fetch(
