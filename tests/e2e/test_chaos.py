@@ -136,13 +136,14 @@ async def test_every_accepted_event_is_in_the_offline_log_exactly_once(mesh: Mes
 
 async def test_online_aggregates_equal_a_brute_force_recomputation(mesh: Mesh, run: Run) -> None:
     await wait_drained(mesh.nc.jetstream(), mesh.names, "norm", timeout_s=60)
-    events = await stored_events(mesh.pool)
-    assert events
     deadline = time.monotonic() + 15  # quiescent: the consumer has acked everything; allow the last writes
-    while wrong := await online_mismatches(mesh.redis, mesh.names, events, ["card_velocity", "card_amount"]):
-        if time.monotonic() > deadline:
+    while True:
+        events = await stored_events(mesh.pool)
+        wrong = await online_mismatches(mesh.redis, mesh.names, events, ["card_velocity", "card_amount"])
+        if not wrong or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.5)
+    assert events
     assert not wrong, (len(wrong), wrong[:8])
 
 
