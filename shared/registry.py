@@ -186,8 +186,13 @@ def onnx_input_width(artifact: bytes) -> int:
     return int(dims[1].dim_value)
 
 
+REGISTRY_DDL_LOCK = 0x7274_6D6C_7267  # "rtmlrg": inference and rollout start together and both create the tables
+
+
 async def ensure_tables(pool: asyncpg.Pool) -> None:
-    async with pool.acquire() as connection:
+    """Create the registry tables; serialized, since concurrent ``CREATE TABLE IF NOT EXISTS`` can collide."""
+    async with pool.acquire() as connection, connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", REGISTRY_DDL_LOCK)
         await connection.execute(SCHEMA_SQL)
 
 

@@ -76,3 +76,14 @@ async def test_corrupt_artifact_is_refused(pool: asyncpg.Pool, store: Any) -> No
     await store.put(version.artifact_name, b"tampered")
     with pytest.raises(ArtifactCorrupt, match="does not match"):
         await fetch_artifact(store, version)
+
+
+async def test_concurrent_ensure_tables_do_not_collide(settings: CommonSettings) -> None:
+    """Services starting together (inference and rollout) create the tables at once in a fresh schema."""
+    schema = f"{settings.namespace}_ddl"
+    async with open_pool(settings.database_url, schema=schema, max_size=6) as racing:
+        try:
+            await asyncio.gather(*(ensure_tables(racing) for _ in range(6)))
+            assert await racing.fetchval("SELECT count(*) FROM model_versions") == 0
+        finally:
+            await racing.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
