@@ -24,7 +24,10 @@ from typing import Any
 import aiohttp
 import asyncpg
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
 
 from infra.local import manager
 from rtml.demo.broken import inverted
@@ -41,9 +44,10 @@ from rtml.train.pipeline import TrainConfig, TrainResult, train
 from services.features.catalog import load_views
 from services.features.export import build_training_set, write_training_set
 from services.features.views import FeatureView
-from shared.bus import connect, deprovision, provision
+from shared.bus import connect, deprovision, provision, request
 from shared.codec import decode
 from shared.db import drop_schema, open_pool
+from shared.errors import ServiceError
 from shared.online import delete_namespace_keys, open_redis
 from shared.settings import CommonSettings
 from shared.subjects import Names
@@ -150,6 +154,7 @@ def mesh_env(config: DemoConfig) -> dict[str, str]:
         # The streaming detectors tuned for shifts of one standard deviation: the demo's drift is that large,
         # and the small wobble between replayed and live features stays below it.
         RTML_MONITOR_MEAN_SHIFT_STD="1.0",
+        RTML_MONITOR_FAMILY_ALPHA="0.000001",
         RTML_INFERENCE_WARM_UP_ROUNDS="1",
         # A shared 2-core box stalls Redis reads now and then; 50 ms (the default) would degrade answers.
         RTML_INFERENCE_FEATURES_TIMEOUT_MS="500",
@@ -316,6 +321,7 @@ async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, s
         v1_result = await _train(_train_config(sources, config.seed, "v1: replayed history"))
         v1 = await admin.register_result(MODEL, v1_result)
         await admin.set_stable(MODEL, v1)
+        await _until_served(nc, names, v1)
         view.say(f"trained v{v1} (MLP, ONNX) in {time.monotonic() - t0:.1f}s: {train_figures(v1_result)}; now stable")
         story.add("train v1", f"v{v1} stable", train_figures(v1_result))
 
@@ -503,6 +509,18 @@ async def _rollout(
         traffic_task.result()
         raise StoryFailed("live traffic stopped during a rollout")
     return wait.result()
+
+
+async def _until_served(nc: Client, names: Names, version: int, timeout_s: float = 60.0) -> None:
+    """Until inference answers with ``version`` (it follows the routing policy a moment after it is written)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(ServiceError, NoRespondersError, NatsTimeout, TimeoutError):
+            reply = await request(nc, names.predict(MODEL), {"entity": "probe"}, timeout_s=2.0)
+            if reply.get("version") == version:
+                return
+        await asyncio.sleep(0.1)
+    raise StoryFailed(f"inference does not serve v{version} within {timeout_s:.0f}s")
 
 
 def _breach_to_routing_ms(rollout: dict[str, Any]) -> int | None:

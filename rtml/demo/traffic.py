@@ -1,14 +1,15 @@
 """Live traffic: the simulator's stream published in compressed time, each transaction scored.
 
-Every transaction is published to ``<ns>.events.transaction`` (``Nats-Msg-Id`` = its
-id) and, once ingest and features have folded it into the card's online features
-(the Redis hash of ``watch_view`` records an update at or after its event time;
-a fixed ``predict_delay_s`` without Redis), scored with a request to
-``<ns>.predict.<model>``: what the model sees then is what the point-in-time
-training export computed for it. The request's ``id`` is the transaction's, so the
-chargeback label the simulator sends later joins it in the monitor. Labels go to
-``<ns>.events.label``. Every reply, and every error, lands in
-:class:`~rtml.demo.stats.LiveStats` and the :class:`Ledger`.
+A card's transactions go one after another, as at a till: each is published to
+``<ns>.events.transaction`` (``Nats-Msg-Id`` = its id) once the card's previous one
+is answered; once ingest and features have folded it into the card's online
+features (the Redis hash of ``watch_view`` records an update at or after its event
+time; a fixed ``predict_delay_s`` without Redis) it is scored with a request to
+``<ns>.predict.<model>``. What the model sees then is exactly what the
+point-in-time training export computes for it. The request's ``id`` is the
+transaction's, so the chargeback label the simulator sends later joins it in the
+monitor. Labels go to ``<ns>.events.label``. Every reply, and every error, lands
+in :class:`~rtml.demo.stats.LiveStats` and the :class:`Ledger`.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import PubAck
 from redis import asyncio as aioredis
+from redis.exceptions import RedisError
 
 from rtml.demo.stats import LiveStats, Reply
 from rtml.simulate.publisher import Pacer
@@ -88,9 +90,11 @@ class Traffic:
         self.watch_field = f"t:{watch_feature}"
         self.fold_timeout_s = fold_timeout_s
         self.unfolded = 0  # transactions scored before the online store showed them (timeout)
+        self._redis_slots = asyncio.Semaphore(16)
         self.last_ts: int | None = None
         self._in_flight = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._last_of_card: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish until ``stop`` is set, then wait for every outstanding acknowledgement and reply."""
@@ -119,43 +123,67 @@ class Traffic:
                         break
                     except TimeoutError:
                         pass
-                event = item.event()
-                future = await self.js.publish_async(
-                    subjects[event["type"]], encode(event), headers={"Nats-Msg-Id": event["id"]}, wait_stall=30.0
-                )
-                pending.append((event["id"], future))
                 self.stats.published(time.monotonic())
                 self.last_ts = item.ts
                 if isinstance(item, Transaction):
                     await self._in_flight.acquire()
-                    task = asyncio.create_task(self._predict(item))
+                    task = asyncio.create_task(self._authorize(item, self._last_of_card.get(item.card)))
+                    self._last_of_card[item.card] = task
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-                elif not isinstance(item, LabelEvent):  # pragma: no cover - the Emission union has two members
+                    continue
+                if not isinstance(item, LabelEvent):  # pragma: no cover - the Emission union has two members
                     raise TypeError(type(item).__name__)
+                event = item.event()
+                future = await self.js.publish_async(
+                    subjects["label"], encode(event), headers={"Nats-Msg-Id": event["id"]}, wait_stall=30.0
+                )
+                pending.append((event["id"], future))
                 await settle(self.max_pending)
             await settle(0)
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _predict(self, txn: Transaction) -> None:
+    async def _authorize(self, txn: Transaction, previous: asyncio.Task[None] | None) -> None:
+        """Publish ``txn`` once the card's previous transaction is scored, wait until it is folded in, score it.
+
+        A card's purchases go one after another, as at a till: the next one is sent only after the previous
+        one's answer, so a score never sees a later transaction of its card.
+        """
         try:
-            await self._folded(txn)
-            started = time.monotonic()
-            payload = {"entity": txn.card, "id": txn.id}
+            if previous is not None:
+                await asyncio.wait({previous})
+            event = txn.event()
             try:
-                reply = await request(self.nc, self.names.predict(self.model), payload, timeout_s=self.timeout_s)
-            except ServiceError as error:
-                self._record(txn, started, None, "error", error.code)
-            except NoRespondersError:
-                self._record(txn, started, None, "error", NO_RESPONDERS)
-            except (NatsTimeout, TimeoutError):
-                self._record(txn, started, None, "error", NO_REPLY)
+                ack = await self.js.publish(
+                    self.names.events("transaction"), encode(event), headers={"Nats-Msg-Id": event["id"]}, timeout=5.0
+                )
+            except Exception as error:  # an unaccepted event is simply not in the ledger
+                log.warning("publish_failed", event_id=event["id"], error=repr(error))
+                return
+            if ack.duplicate:
+                self.ledger.duplicates += 1
             else:
-                self._record(txn, started, int(reply["version"]), str(reply.get("variant", "stable")), None)
+                self.ledger.accepted.append(event["id"])
+            await self._predict(txn)
         finally:
             self._in_flight.release()
+
+    async def _predict(self, txn: Transaction) -> None:
+        await self._folded(txn)
+        started = time.monotonic()
+        payload = {"entity": txn.card, "id": txn.id}
+        try:
+            reply = await request(self.nc, self.names.predict(self.model), payload, timeout_s=self.timeout_s)
+        except ServiceError as error:
+            self._record(txn, started, None, "error", error.code)
+        except NoRespondersError:
+            self._record(txn, started, None, "error", NO_RESPONDERS)
+        except (NatsTimeout, TimeoutError):
+            self._record(txn, started, None, "error", NO_REPLY)
+        else:
+            self._record(txn, started, int(reply["version"]), str(reply.get("variant", "stable")), None)
 
     async def _folded(self, txn: Transaction) -> None:
         """Until the card's online features include ``txn`` (or a later event), at most ``fold_timeout_s``."""
@@ -165,7 +193,13 @@ class Traffic:
         key = feature_key(self.names, self.watch_view, txn.card)
         deadline = time.monotonic() + self.fold_timeout_s
         while time.monotonic() < deadline:
-            raw = await self.redis.hget(key, self.watch_field)
+            try:
+                async with self._redis_slots:
+                    raw = await self.redis.hget(key, self.watch_field)
+            except (RedisError, OSError) as error:  # the online store is not ours to judge here: score anyway
+                log.warning("fold_check_failed", error=repr(error))
+                await asyncio.sleep(self.predict_delay_s)
+                return
             if raw is not None and int(raw) >= txn.ts:
                 return
             await asyncio.sleep(0.05)
