@@ -7,12 +7,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import ResponseError
 
 from services.features.script import Outcome, ViewScript
 from services.features.views import FeatureView
 from shared.messages import Event
 from shared.online import read_online_features
 from shared.subjects import Names
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +50,24 @@ class OnlineWriter:
                     calls.append((script.view.name, event.ts))
             if not calls:
                 return []
-            results = await pipe.execute()
-        return [Applied(view, ts, Outcome(int(code))) for (view, ts), code in zip(calls, results, strict=True)]
+            results = await pipe.execute(raise_on_error=False)
+        applied = []
+        for (view, ts), result in zip(calls, results, strict=True):
+            if isinstance(result, ResponseError) and _is_script_error(result):
+                # this event breaks the script (nothing was written: Redis scripts are atomic);
+                # retrying cannot help, so it is counted and left to the offline store
+                log.error("online_update_failed", view=view, error=str(result))
+                applied.append(Applied(view, ts, Outcome.FAILED))
+            elif isinstance(result, Exception):
+                raise result  # the server refused the work (OOM, loading, ...): retry the batch
+            else:
+                applied.append(Applied(view, ts, Outcome(int(result))))
+        return applied
+
+
+def _is_script_error(error: ResponseError) -> bool:
+    message = str(error)
+    return "user_script" in message or "Error running script" in message
 
 
 async def read_vectors(

@@ -38,6 +38,7 @@ class Outcome(IntEnum):
     APPLIED = 0
     DUPLICATE = 1
     LATE = 2
+    FAILED = 3  # the script raised for this event (never returned by the script itself)
 
 
 _BODY = r"""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
@@ -26,6 +25,7 @@ from redis.exceptions import RedisError
 from services.features import offline
 from services.features.consumer import BatchConsumer, ConsumerSpec
 from services.features.online import OnlineWriter, read_vectors
+from services.features.rows import event_row, label_row
 from services.features.script import Outcome
 from services.features.settings import FeaturesSettings
 from services.features.views import FeatureView
@@ -41,6 +41,10 @@ log = structlog.get_logger(__name__)
 FRESHNESS_BUCKETS_S = (
     0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
+
+
+# Event times must be exact as Lua numbers (doubles) and fit Postgres bigint.
+MAX_EXACT_MS = 2**53
 
 
 def _ingested_ms(msg: Msg) -> tuple[int, int]:
@@ -149,11 +153,13 @@ class FeaturesService(Service):
                 self.bad_messages.labels("norm").inc()
                 log.warning("bad_event_dropped", subject=msg.subject, error=error.message)
                 continue
+            if not -MAX_EXACT_MS <= event.ts <= MAX_EXACT_MS:
+                self.bad_messages.labels("norm").inc()
+                log.warning("bad_event_dropped", subject=msg.subject, error=f"ts {event.ts} is out of range")
+                continue
             seq, ingested = _ingested_ms(msg)
             batch.events.append(event)
-            batch.rows.append(
-                (event.id, event.type, event.entity, event.ts, seq, ingested, json.dumps(event.data, default=str))
-            )
+            batch.rows.append(event_row(event, seq, ingested))
         return batch
 
     async def _store_events(self, batch: EventBatch) -> None:
@@ -181,9 +187,7 @@ class FeaturesService(Service):
                 log.warning("bad_label_dropped", subject=msg.subject, error=error.message)
                 continue
             seq, ingested = _ingested_ms(msg)
-            label_type = msg.subject.rsplit(".", 1)[-1]
-            event_id = label.event_id or f"{label.id}@{label.ts}"
-            rows.append((event_id, label.id, label_type, label.label, label.ts, seq, ingested))
+            rows.append(label_row(label, msg.subject.rsplit(".", 1)[-1], seq, ingested))
         return rows
 
     async def _store_labels(self, rows: list[tuple[Any, ...]]) -> None:

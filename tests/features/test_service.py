@@ -214,3 +214,37 @@ def test_backfill_builds_a_new_view(
     # a changed definition under the same version is refused
     views_file.write_text(views_file.read_text().replace("window: 1h}", "window: 2h}", 1))
     assert _cli(["features", "backfill", "--view", "card_new"]) == 2
+
+
+async def test_poison_messages_do_not_stall_the_stream(
+    streamed: list[dict[str, Any]], service: FeaturesService, nc: Client, names: Names
+) -> None:
+    js = nc.jetstream()
+    before = service.bad_messages.labels("norm")._value.get()
+    nul = txn(2000, "p\x00q", BASE_TS + 5, merchant="bad\x00merchant")
+    nul["data"]["note"] = "zero\x00byte"
+    nan = txn(2001, "p", BASE_TS + 6, amount=float("nan"))
+    far = txn(2002, "p", 2**60)
+    await publish_events(js, names, [nul, nan, far, txn(2003, "p", BASE_TS + 7, amount=3.0)])
+    await js.publish(names.norm("transaction"), b"\xc1 not msgpack")
+    await wait_drained(js, names)
+    assert service.bad_messages.labels("norm")._value.get() == before + 2  # ts out of range, not msgpack
+    stored = await service.pool.fetchrow("SELECT entity, data FROM features_events WHERE id = 'tx2000'")
+    assert stored["entity"] == "p\ufffdq" and "zero\ufffdbyte" in stored["data"]
+    assert await service.pool.fetchval("SELECT data->>'amount' FROM features_events WHERE id = 'tx2001'") is None
+    vectors = (await request(nc, names.features_get, {"entities": ["p"], "views": ["card_amount"]}))["vectors"]
+    assert vectors[0]["features"]["amount_sum_1h"] == 3.0
+
+
+async def test_script_errors_are_told_apart_from_server_refusals(service: FeaturesService) -> None:
+    from redis.exceptions import ResponseError
+
+    from services.features.online import _is_script_error
+
+    failing = service.redis.register_script("return redis.call('INCR', KEYS[1])")
+    await service.redis.set(f"{service.names.redis_prefix}not-a-number", "x")
+    async with service.redis.pipeline(transaction=False) as pipe:
+        await failing(keys=[f"{service.names.redis_prefix}not-a-number"], client=pipe)
+        (result,) = await pipe.execute(raise_on_error=False)
+    assert isinstance(result, ResponseError) and _is_script_error(result)
+    assert not _is_script_error(ResponseError("OOM command not allowed when used memory > 'maxmemory'."))
