@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/rtml up
+	$(BIN)/rtml demo
 
 # CI runs this: static checks of the shipped code, then every test on real servers.
 test: setup
