@@ -34,6 +34,8 @@ async def discover(nc: Client, namespace: str, wait_s: float = DISCOVERY_WAIT_S)
     inbox = nc.new_inbox()
 
     async def collect(msg: Msg) -> None:
+        if not msg.data:  # the server's "no responders" status (503, empty body) while no service runs yet
+            return
         info = json.loads(msg.data)
         if (info.get("metadata") or {}).get("namespace") == namespace:
             answers.append(info)
