@@ -201,6 +201,22 @@ def test_service_settings_validation_is_not_vacuous() -> None:
         validate_service_settings("inference", {"RTML_INFERENCE_BACKEND": "abacus"})
 
 
+@pytest.mark.parametrize("overlay", ["base", "prod", "prod-gpu"])
+def test_features_consumer_lets_every_replica_hold_a_batch(overlay: str) -> None:
+    # Replicas share one durable consumer; its max_ack_pending bounds the batches in flight across
+    # all of them, so it must cover a batch per replica up to the autoscaler's maximum.
+    docs = base_documents() if overlay == "base" else render_overlay(overlay)
+    if docs is None:
+        pytest.skip("neither kubectl nor kustomize is installed")
+    features = validate_service_settings("features", container_env(docs, service_deployments(docs)["features"]))
+    if features is None:
+        pytest.skip("services/features/settings.py is not written yet")
+    batch, pending = getattr(features, "batch_size"), getattr(features, "max_ack_pending")  # noqa: B009
+    effective = pending or batch  # 0 means one batch (the service's default)
+    most = by_kind(docs, "ScaledObject")["features"]["spec"]["maxReplicaCount"]
+    assert effective >= batch * most, f"{overlay}: max_ack_pending {effective} < batch {batch} x {most} replicas"
+
+
 def test_every_yaml_file_parses() -> None:
     files = yaml_files()
     assert len(files) >= 15
