@@ -190,9 +190,11 @@ async def main(quick: bool) -> dict[str, Any]:
                 hundred = [("card_stats", c) for c in cards[:100]]
                 for _ in range(200):  # warm up
                     await client.hmget(key, fields)
-                raw1 = await timed(lambda: client.hmget(key, fields), reads)
-                read1 = await timed(lambda: read_online_features(client, names, [("card_stats", one)]), reads)
-                read100 = await timed(lambda: read_online_features(client, names, hundred), reads // 4)
+                # interleaved, so a stall from other load lands on both alike
+                raw1, read1 = [], []
+                for _ in range(reads):
+                    raw1 += await timed(lambda: client.hmget(key, fields), 1)
+                    read1 += await timed(lambda: read_online_features(client, names, [("card_stats", one)]), 1)
                 hundred_keys = [feature_key(names, view, card) for view, card in hundred]
 
                 async def raw_pipeline() -> Any:
@@ -201,7 +203,10 @@ async def main(quick: bool) -> dict[str, Any]:
                             pipe.hgetall(k)
                         return await pipe.execute()
 
-                raw100 = await timed(raw_pipeline, reads // 4)
+                raw100, read100 = [], []
+                for _ in range(reads // 4):
+                    raw100 += await timed(raw_pipeline, 1)
+                    read100 += await timed(lambda: read_online_features(client, names, hundred), 1)
                 nats1 = await timed(
                     lambda: request(nc, names.features_get, {"entities": [one], "views": ["card_stats"]}), reads // 4
                 )
