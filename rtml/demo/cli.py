@@ -3,7 +3,7 @@
 It starts NATS, Redis and PostgreSQL where none answer, runs the five services in a
 fresh namespace, replays simulated history, trains and rolls models out while live
 traffic runs, and ends with a table of what it measured. Everything it started is
-stopped and its namespace removed at the end (``--keep`` leaves the data).
+stopped and its namespace removed at the end.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import multiprocessing
 import os
 import secrets
@@ -31,6 +32,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from infra.local import manager
 from rtml.demo.broken import inverted
+from rtml.demo.logs import route_logs
 from rtml.demo.rest import Admin, max_psi
 from rtml.demo.stats import LiveStats, percentile
 from rtml.demo.traffic import Traffic
@@ -96,8 +98,8 @@ class DemoConfig:
     baseline_s: float = 15.0
     alert_timeout_s: float = 100.0
     rollout_timeout_s: float = 120.0
-    keep: bool = False
     plain: bool | None = None
+    route_logs: bool = True  # this process's own log lines into the service log file
 
     @property
     def live_span_s(self) -> float:
@@ -225,6 +227,8 @@ async def run(config: DemoConfig, view: LiveView, story: Story) -> None:
     config.home.mkdir(parents=True, exist_ok=True)
     log_file = (config.home / f"{settings.namespace}.log").resolve()
     story.log_file = log_file
+    if config.route_logs:
+        route_logs(log_file)
     started = time.monotonic()
     states = await asyncio.to_thread(
         manager.up,
@@ -245,7 +249,7 @@ async def run(config: DemoConfig, view: LiveView, story: Story) -> None:
                 ready_s = time.monotonic() - mesh_started
                 view.say(f"all five services ready in {ready_s:.1f}s (logs: {log_file})")
                 story.add("services", "5 ready", f"{ready_s:.1f} s to ready")
-                await _story(config, settings, view, story)
+                await _story(config, settings, view, story, log_file=log_file)
     finally:
         stopped = await asyncio.to_thread(manager.down, home=config.home, only=states)
         if stopped:
@@ -253,7 +257,7 @@ async def run(config: DemoConfig, view: LiveView, story: Story) -> None:
     story.add("total", "complete" if story.complete else "incomplete", f"{time.monotonic() - started:.0f} s wall")
 
 
-async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, story: Story) -> None:
+async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, story: Story, *, log_file: Path) -> None:
     names = Names(settings.namespace)
     instances = await collect_status(settings.nats_url, settings.namespace)
     http_of = {i.name: i.http for i in instances}
@@ -318,7 +322,7 @@ async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, s
         sources = await export_sources(
             pool, views, start_ms=start_ms + int(config.warmup_s * 1000), end_ms=history_end_ms, folder=work, tag="v1"
         )
-        v1_result = await _train(_train_config(sources, config.seed, "v1: replayed history"))
+        v1_result = await _train(_train_config(sources, config.seed, "v1: replayed history"), log_file, config)
         v1 = await admin.register_result(MODEL, v1_result)
         await admin.set_stable(MODEL, v1)
         await _until_served(nc, names, v1)
@@ -371,7 +375,7 @@ async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, s
                 "drift alert",
                 "raised",
                 f"{alert_s:.1f} s after injection: {alert['feature']} {alert['statistic']}={_num(alert['value'])}"
-                f" ({before} alerts before the drift)",
+                f"; other alerts before the drift: {before}",
             )
 
             # -- v2 ----------------------------------------------------------------------------
@@ -381,9 +385,8 @@ async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, s
             sources = await export_sources(
                 pool, views, start_ms=start_ms + int(config.warmup_s * 1000), end_ms=until_ms, folder=work, tag="v2"
             )
-            v2_result = await _train(
-                _train_config(sources, config.seed + 1, "v2: history and live traffic, drift included")
-            )
+            v2_config = _train_config(sources, config.seed + 1, "v2: history and live traffic, drift included")
+            v2_result = await _train(v2_config, log_file, config)
             v2 = await admin.register_result(MODEL, v2_result)
             view.say(f"retrained v{v2} on fresh data in {time.monotonic() - t0:.1f}s: {train_figures(v2_result)}")
             story.add("train v2", f"v{v2} registered", train_figures(v2_result))
@@ -465,9 +468,13 @@ async def _story(config: DemoConfig, settings: CommonSettings, view: LiveView, s
         )
 
 
-async def _train(config: TrainConfig) -> TrainResult:
+async def _train(config: TrainConfig, log_file: Path, demo: DemoConfig) -> TrainResult:
     """Train in a child process, so the live traffic's event loop keeps its pace meanwhile."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=functools.partial(route_logs, log_file) if demo.route_logs else None,
+    ) as pool:
         return await asyncio.get_running_loop().run_in_executor(pool, train, config)
 
 

@@ -21,7 +21,7 @@ from shared.subjects import Names
 async def test_the_demo_tells_its_whole_story_and_cleans_up(infra: CommonSettings, tmp_path: Path) -> None:
     out = io.StringIO()
     told = Story()
-    config = DemoConfig(home=tmp_path, history_s=5400.0, warmup_s=1800.0, baseline_s=5.0, plain=True)
+    config = DemoConfig(home=tmp_path, history_s=5400.0, warmup_s=1800.0, baseline_s=5.0, plain=True, route_logs=False)
     with LiveView(plain=True, out=out) as view:
         await run(config, view, told)
     text = out.getvalue()
