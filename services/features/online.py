@@ -8,7 +8,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from services.features.script import Outcome, ViewScript
 from services.features.views import FeatureView
@@ -39,30 +39,39 @@ class OnlineWriter:
 
     async def apply(self, events: Sequence[Event]) -> list[Applied]:
         """Apply ``events`` in order; each call is atomic and idempotent on the event id."""
-        calls: list[tuple[str, int]] = []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for event in events:
-                for script in self.by_source.get(event.type, ()):
-                    entity = script.view.entity_of(event.entity, event.data)
-                    if entity is None:
-                        continue
-                    await script.enqueue(pipe, entity, event.id, event.ts, event.data)
-                    calls.append((script.view.name, event.ts))
-            if not calls:
-                return []
-            results = await pipe.execute(raise_on_error=False)
+        plan = [
+            (script, entity, event)
+            for event in events
+            for script in self.by_source.get(event.type, ())
+            if (entity := script.view.entity_of(event.entity, event.data)) is not None
+        ]
+        if not plan:
+            return []
+        results = await self._execute(plan)
+        if any(isinstance(r, NoScriptError) for r in results):
+            for scripts in self.by_source.values():  # Redis restarted or flushed its scripts
+                for script in scripts:
+                    await script.load(self.client)
+            results = await self._execute(plan)
         applied = []
-        for (view, ts), result in zip(calls, results, strict=True):
+        for (script, _, event), result in zip(plan, results, strict=True):
+            view = script.view.name
             if isinstance(result, ResponseError) and _is_script_error(result):
                 # this event breaks the script (nothing was written: Redis scripts are atomic);
                 # retrying cannot help, so it is counted and left to the offline store
                 log.error("online_update_failed", view=view, error=str(result))
-                applied.append(Applied(view, ts, Outcome.FAILED))
+                applied.append(Applied(view, event.ts, Outcome.FAILED))
             elif isinstance(result, Exception):
                 raise result  # the server refused the work (OOM, loading, ...): retry the batch
             else:
-                applied.append(Applied(view, ts, Outcome(int(result))))
+                applied.append(Applied(view, event.ts, Outcome(int(result))))
         return applied
+
+    async def _execute(self, plan: Sequence[tuple[ViewScript, str, Event]]) -> list[Any]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for script, entity, event in plan:
+                script.enqueue(pipe, entity, event.id, event.ts, event.data)
+            return list(await pipe.execute(raise_on_error=False))
 
 
 def _is_script_error(error: ResponseError) -> bool:

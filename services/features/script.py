@@ -322,7 +322,14 @@ class ViewScript:
         keys, args = self.call_args(entity, event_id, ts, data)
         return Outcome(int(await self.script(keys=keys, args=args, client=client)))
 
-    async def enqueue(self, pipe: Any, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> None:
-        """Queue the call on a pipeline (nothing is sent); its result is the :class:`Outcome` code."""
+    def enqueue(self, pipe: Any, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> None:
+        """Queue an EVALSHA on a pipeline (nothing is sent); its result is the :class:`Outcome` code.
+
+        By sha alone, so a batch costs one round trip: a Redis that lost its scripts answers
+        NOSCRIPT and the caller loads them (:meth:`load`) and runs the batch again.
+        """
         keys, args = self.call_args(entity, event_id, ts, data)
-        await self.script(keys=keys, args=args, client=pipe)
+        pipe.evalsha(self.script.sha, len(keys), *keys, *args)
+
+    async def load(self, client: aioredis.Redis) -> None:
+        await client.script_load(self.script.script)

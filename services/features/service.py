@@ -57,6 +57,8 @@ def _ingested_ms(msg: Msg) -> tuple[int, int]:
 class EventBatch:
     events: list[Event] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    offline_done: bool = False
+    online_done: bool = False
 
 
 class FeaturesService(Service):
@@ -163,11 +165,22 @@ class FeaturesService(Service):
         return batch
 
     async def _store_events(self, batch: EventBatch) -> None:
-        if not batch.events:
+        """Both stores at once; on a retry only the one that failed runs again."""
+        if batch.events:
+            await asyncio.gather(self._store_offline(batch), self._store_online(batch))
+
+    async def _store_offline(self, batch: EventBatch) -> None:
+        if not batch.offline_done:
+            await offline.write_events(self.pool, batch.rows)
+            batch.offline_done = True
+            self.offline_rows.labels("features_events").inc(len(batch.rows))
+
+    async def _store_online(self, batch: EventBatch) -> None:
+        if batch.online_done:
             return
-        _, applied = await asyncio.gather(offline.write_events(self.pool, batch.rows), self.writer.apply(batch.events))
-        now_ms = time.time() * 1000
-        self.offline_rows.labels("features_events").inc(len(batch.rows))
+        applied = await self.writer.apply(batch.events)
+        batch.online_done = True
+        now_ms = time.time() * 1000  # the moment the values became visible online
         counts: dict[tuple[str, Outcome], int] = {}
         for item in applied:
             counts[(item.view, item.outcome)] = counts.get((item.view, item.outcome), 0) + 1

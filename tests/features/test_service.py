@@ -248,3 +248,29 @@ async def test_script_errors_are_told_apart_from_server_refusals(service: Featur
         (result,) = await pipe.execute(raise_on_error=False)
     assert isinstance(result, ResponseError) and _is_script_error(result)
     assert not _is_script_error(ResponseError("OOM command not allowed when used memory > 'maxmemory'."))
+
+
+async def test_scripts_missing_from_redis_are_loaded(service: FeaturesService, names: Names) -> None:
+    import secrets
+
+    from services.features.online import OnlineWriter
+    from services.features.script import Outcome
+    from services.features.views import parse_view
+    from shared.messages import Event
+
+    # a view never seen by this Redis: its script's sha is unknown there, so the first EVALSHA gets NOSCRIPT
+    name = f"fresh_{secrets.token_hex(4)}"
+    view = parse_view({"name": name, "source": "transaction", "entity": "card",
+                       "features": [{"name": "n", "agg": "count", "window": "1h"}]})  # fmt: skip
+    assert not (
+        await service.redis.script_exists(
+            OnlineWriter(service.redis, names, {name: view}).by_source["transaction"][0].script.sha
+        )
+    )[0]
+    writer = OnlineWriter(service.redis, names, {name: view})
+    applied = await writer.apply(
+        [Event("s1", "transaction", "card9", BASE_TS, {}), Event("s2", "transaction", "card9", BASE_TS + 1, {})]
+    )
+    assert [a.outcome for a in applied] == [Outcome.APPLIED, Outcome.APPLIED]
+    (vector,) = await read_online_features(service.redis, names, [(name, "card9")])
+    assert vector.values == {"n": 2.0}
