@@ -15,6 +15,7 @@ import functools
 import multiprocessing
 import os
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ProcessPoolExecutor
@@ -251,6 +252,7 @@ async def run(config: DemoConfig, view: LiveView, story: Story) -> None:
                 story.add("services", "5 ready", f"{ready_s:.1f} s to ready")
                 await _story(config, settings, view, story, log_file=log_file)
     finally:
+        shutil.rmtree(config.home / f"{settings.namespace}-work", ignore_errors=True)
         stopped = await asyncio.to_thread(manager.down, home=config.home, only=states)
         if stopped:
             view.say(f"stopped {', '.join(s.kind for s in stopped)} (started by the demo)")

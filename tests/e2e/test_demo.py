@@ -33,6 +33,7 @@ async def test_the_demo_tells_its_whole_story_and_cleans_up(infra: CommonSetting
         assert phrase in text
     assert told.log_file is not None and told.log_file.exists()
     namespace = told.log_file.stem
+    assert not (tmp_path / f"{namespace}-work").exists()
     names = Names(namespace)
     async with connect(infra.nats_url, name="rtml-demo-check") as nc:
         with pytest.raises(NotFoundError):
