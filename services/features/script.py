@@ -315,13 +315,6 @@ class ViewScript:
         args += [categorical(data.get(name)) or "" for name in self._distinct]
         return keys, args
 
-    async def apply(
-        self, client: aioredis.Redis, entity: str, event_id: str, ts: int, data: Mapping[str, Any]
-    ) -> Outcome:
-        """Apply one event now (one round trip); batches go through :meth:`enqueue` instead."""
-        keys, args = self.call_args(entity, event_id, ts, data)
-        return Outcome(int(await self.script(keys=keys, args=args, client=client)))
-
     def enqueue(self, pipe: Any, entity: str, event_id: str, ts: int, data: Mapping[str, Any]) -> None:
         """Queue an EVALSHA on a pipeline (nothing is sent); its result is the :class:`Outcome` code.
 
