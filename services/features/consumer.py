@@ -56,7 +56,9 @@ class BatchConsumer:
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def ensure(self) -> None:
-        """Create the durable consumer (an existing one with another config is kept, with a warning)."""
+        """Create the durable consumer, or update it in place (the server applies changed editable
+        fields such as the ack wait and the ack-pending cap; a change it refuses is logged and the
+        existing consumer is used)."""
         config = ConsumerConfig(
             durable_name=self.spec.durable,
             filter_subject=self.spec.subject,
