@@ -16,32 +16,15 @@ import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from rtml.train import registration
 from rtml.train.dataset import DatasetError, Source
 from rtml.train.model import KINDS, ExportMismatch
 from rtml.train.pipeline import TrainConfig, train
+from shared.cli_args import parse_time_ms
 from shared.errors import ServiceError
 from shared.settings import CommonSettings, SettingsError
-
-
-def parse_time_ms(text: str) -> int:
-    """Epoch milliseconds, or an ISO 8601 time (UTC when no offset is given).
-
-    >>> parse_time_ms("1767225600000"), parse_time_ms("2026-01-01")
-    (1767225600000, 1767225600000)
-    """
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch ms nor an ISO 8601 time") from error
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

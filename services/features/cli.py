@@ -7,7 +7,6 @@ import asyncio
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from services.features import offline
@@ -16,27 +15,11 @@ from services.features.catalog import load_views
 from services.features.export import build_training_set, write_training_set
 from services.features.settings import FeaturesSettings
 from services.features.views import FeatureView, ViewError
+from shared.cli_args import parse_time_ms
 from shared.db import open_pool
 from shared.online import open_redis
 from shared.settings import SettingsError
 from shared.subjects import Names
-
-
-def parse_time_ms(text: str) -> int:
-    """Epoch milliseconds, or an ISO 8601 time (UTC when it names no zone).
-
-    >>> parse_time_ms("1700000000000"), parse_time_ms("2023-11-14T22:13:20")
-    (1700000000000, 1700000000000)
-    """
-    if text.lstrip("-").isdigit():
-        return int(text)
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"{text!r} is neither epoch ms nor an ISO 8601 time") from error
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
