@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import numpy as np
@@ -30,6 +30,17 @@ class Backend(Protocol):
 
     def run(self, batch: FloatArray) -> FloatArray:
         """Scores, one float per row of the float32 ``[batch, n_features]`` input."""
+
+
+def warm_up_runs(
+    run: Callable[[FloatArray], FloatArray], n_features: int, batch_sizes: Sequence[int], rounds: int
+) -> None:
+    """Run ``rounds`` seeded random batches of each size through ``run`` (any backend's warm-up)."""
+    rng = np.random.default_rng(0)
+    for size in batch_sizes:
+        batch = rng.standard_normal((size, n_features)).astype(np.float32)
+        for _ in range(rounds):
+            run(batch)
 
 
 def make_backend(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import onnxruntime as ort
 
-from services.inference.backends import FloatArray, to_scores
+from services.inference.backends import FloatArray, to_scores, warm_up_runs
 
 
 class OnnxBackend:
@@ -43,11 +42,7 @@ class OnnxBackend:
         self._session = session
 
     def warm_up(self, batch_sizes: Sequence[int], rounds: int = 3) -> None:
-        rng = np.random.default_rng(0)
-        for size in batch_sizes:
-            batch = rng.standard_normal((size, self.n_features)).astype(np.float32)
-            for _ in range(rounds):
-                self.run(batch)
+        warm_up_runs(self.run, self.n_features, batch_sizes, rounds)
 
     def run(self, batch: FloatArray) -> FloatArray:
         if self._session is None:

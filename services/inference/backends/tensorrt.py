@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import structlog
 
-from services.inference.backends import BackendUnavailable, FloatArray, to_scores
+from services.inference.backends import BackendUnavailable, FloatArray, to_scores, warm_up_runs
 from services.inference.backends.trt_plan import Profile, buffer_plan, engine_cache_key, profile_with_preferred
 
 log = structlog.get_logger(__name__)
@@ -145,11 +145,7 @@ class TensorRTBackend:
         return bytes(plan)
 
     def warm_up(self, batch_sizes: Sequence[int], rounds: int = 3) -> None:
-        rng = np.random.default_rng(0)
-        for size in batch_sizes:
-            batch = rng.standard_normal((size, self.n_features)).astype(np.float32)
-            for _ in range(rounds):
-                self.run(batch)
+        warm_up_runs(self.run, self.n_features, batch_sizes, rounds)
 
     def run(self, batch: FloatArray) -> FloatArray:
         if self._engine is None:
