@@ -51,12 +51,18 @@ class Mesh:
 
 
 @pytest.fixture(scope="module")
-async def mesh(settings: CommonSettings) -> AsyncIterator[Mesh]:
+def mesh_extra_env() -> dict[str, str]:
+    """Settings a test module adds to the demo's (override this fixture in the module)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+async def mesh(settings: CommonSettings, mesh_extra_env: dict[str, str]) -> AsyncIterator[Mesh]:
     common = replace(settings, admin_token=TOKEN)
     names = Names(common.namespace)
     log_file = PROJECT_ROOT / ".rtml" / f"e2e-{common.namespace}.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = mesh_env(DemoConfig(home=log_file.parent))
+    env = mesh_env(DemoConfig(home=log_file.parent)) | mesh_extra_env
     async with running_mesh(common, log_file=log_file, env=env, ready_timeout_s=90) as supervisor:
         http_of = {i.name: i.http for i in await collect_status(common.nats_url, common.namespace)}
         async with (
