@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +39,7 @@ def infra() -> Iterator[CommonSettings]:
         yield settings
     finally:
         manager.down(home=home, only=states)
+        shutil.rmtree(home, ignore_errors=True)  # the private servers' data and logs
 
 
 def fresh_namespace() -> str:
