@@ -63,18 +63,13 @@ class Admin:
 
     async def drift(self, model: str) -> dict[str, Any] | None:
         """The monitor's latest drift evaluation per version; None until it has seen the model."""
-        url = f"{self.monitor_url}/models/{model}/drift"
-        async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-            if response.status == 404:
-                return None
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise RestError(f"GET {url} answered {response.status}: {body}")
-            return dict(body)
+        return await self._monitor_figures(f"{self.monitor_url}/models/{model}/drift")
 
     async def performance(self, model: str) -> dict[str, Any] | None:
         """The monitor's live performance per version (labels joined to predictions); None before any."""
-        url = f"{self.monitor_url}/models/{model}/performance"
+        return await self._monitor_figures(f"{self.monitor_url}/models/{model}/performance")
+
+    async def _monitor_figures(self, url: str) -> dict[str, Any] | None:
         async with self.http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
             if response.status == 404:
                 return None
