@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 import nats.micro
 import structlog
@@ -42,6 +44,7 @@ from shared import __version__
 from shared.bus import connect, provision
 from shared.codec import decode, encode
 from shared.errors import ServiceError
+from shared.logging import configure_logging
 from shared.metrics import ServiceMetrics
 from shared.settings import CommonSettings
 from shared.subjects import Names
@@ -316,6 +319,26 @@ async def _drain_endpoints(micro: MicroService) -> None:
             with contextlib.suppress(Exception):
                 await subscription.drain()
     micro._endpoints = []  # drained above; stop() must not unsubscribe them again
+
+
+def serve(build: Callable[[Mapping[str, str]], Service]) -> NoReturn:
+    """Every service's ``main()``: build it from the environment, configure logging, run until signalled.
+
+    A configuration error (a :class:`ValueError`, which :class:`SettingsError` is) stops the
+    process with its message and exit code 2 instead of a traceback.
+    """
+    try:
+        service = build(os.environ)
+    except ValueError as error:
+        print(f"rtml: configuration error: {error}", file=sys.stderr)
+        raise SystemExit(2) from error
+    configure_logging(
+        service=service.name,
+        version=service.version,
+        namespace=service.common.namespace,
+        level=os.environ.get("RTML_LOG_LEVEL", "INFO"),
+    )
+    raise SystemExit(asyncio.run(run_until_signalled(service)))
 
 
 async def run_until_signalled(service: Service) -> int:

@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import sys
+from collections.abc import Mapping
 
 from services.features.catalog import load_views
 from services.features.service import FeaturesService
 from services.features.settings import FeaturesSettings
-from services.features.views import ViewError
-from shared.logging import configure_logging
-from shared.runtime import run_until_signalled
-from shared.settings import SettingsError
+from shared.runtime import serve
+
+
+def build(env: Mapping[str, str]) -> FeaturesService:
+    settings = FeaturesSettings.from_env(env)
+    return FeaturesService(settings, load_views(settings.views_path))
 
 
 def main() -> None:
-    try:
-        settings = FeaturesSettings.from_env(os.environ)
-        views = load_views(settings.views_path)
-    except (SettingsError, ViewError) as error:
-        print(f"rtml features: {error}", file=sys.stderr)
-        raise SystemExit(2) from error
-    configure_logging(
-        service=FeaturesService.name,
-        version=FeaturesService.version,
-        namespace=settings.common.namespace,
-        level=os.environ.get("RTML_LOG_LEVEL", "INFO"),
-    )
-    raise SystemExit(asyncio.run(run_until_signalled(FeaturesService(settings, views))))
+    serve(build)
 
 
 if __name__ == "__main__":

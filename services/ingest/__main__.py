@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-
 from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
-from shared import __version__
-from shared.logging import configure_logging
-from shared.runtime import run_until_signalled
+from shared.runtime import serve
 
 
 def main() -> None:
-    settings = IngestSettings.from_env(os.environ)
-    configure_logging(
-        service="ingest", version=__version__, namespace=settings.common.namespace,
-        level=os.environ.get("RTML_LOG_LEVEL", "INFO"),
-    )  # fmt: skip
-    raise SystemExit(asyncio.run(run_until_signalled(IngestService(settings))))
+    serve(lambda env: IngestService(IngestSettings.from_env(env)))
 
 
 if __name__ == "__main__":

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-
-from shared import __version__
-from shared.logging import configure_logging
-from shared.runtime import run_until_signalled
-
-from .service import RolloutService
-from .settings import RolloutSettings
+from services.rollout.service import RolloutService
+from services.rollout.settings import RolloutSettings
+from shared.runtime import serve
 
 
 def main() -> None:
-    settings = RolloutSettings.from_env(os.environ)
-    configure_logging(service="rollout", version=__version__, namespace=settings.common.namespace)
-    raise SystemExit(asyncio.run(run_until_signalled(RolloutService(settings))))
+    serve(lambda env: RolloutService(RolloutSettings.from_env(env)))
 
 
 if __name__ == "__main__":

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
-from shared.logging import configure_logging
-from shared.runtime import Endpoint, Request, Service, run_until_signalled
+from shared.runtime import Endpoint, Request, Service, serve
 from shared.settings import CommonSettings
 
 
@@ -25,9 +23,7 @@ class SlowService(Service):
 
 
 def main() -> None:
-    common = CommonSettings.from_env(os.environ, service="slow", default_http_port=0)
-    configure_logging(service="slow", version=SlowService.version, namespace=common.namespace)
-    raise SystemExit(asyncio.run(run_until_signalled(SlowService(common))))
+    serve(lambda env: SlowService(CommonSettings.from_env(env, service="slow", default_http_port=0)))
 
 
 if __name__ == "__main__":
