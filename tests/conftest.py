@@ -15,12 +15,15 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import asyncpg
 import pytest
+from nats.js.object_store import ObjectStore
 
 from infra.local import manager
 from shared.bus import connect, deprovision, provision
 from shared.db import drop_schema, open_pool
 from shared.online import delete_namespace_keys, open_redis
+from shared.registry import ensure_tables
 from shared.settings import CommonSettings
 from shared.subjects import Names
 
@@ -66,3 +69,18 @@ async def settings(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
 @pytest.fixture(scope="module")
 def names(settings: CommonSettings) -> Names:
     return Names(settings.namespace)
+
+
+@pytest.fixture(scope="module")
+async def pool(settings: CommonSettings) -> AsyncIterator[asyncpg.Pool]:
+    """A Postgres pool on the module's namespace schema, with the model registry's tables."""
+    async with open_pool(settings.database_url, schema=settings.namespace) as opened:
+        await ensure_tables(opened)
+        yield opened
+
+
+@pytest.fixture(scope="module")
+async def store(settings: CommonSettings) -> AsyncIterator[ObjectStore]:
+    """The namespace's model artifact store."""
+    async with connect(settings.nats_url, name="rtml-tests-store") as nc:
+        yield await nc.jetstream().object_store(Names(settings.namespace).models_bucket)

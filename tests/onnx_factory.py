@@ -29,4 +29,4 @@ def logistic_model(weights: np.ndarray, bias: float, *, opset: int = 17) -> byte
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     onnx.checker.check_model(model)
-    return model.SerializeToString()
+    return bytes(model.SerializeToString())

@@ -14,8 +14,7 @@ from nats.aio.client import Client
 from services.inference.service import InferenceService
 from services.inference.settings import InferenceSettings
 from shared.bus import connect
-from shared.db import open_pool
-from shared.registry import FeatureSpec, ModelMetadata, ModelVersion, ensure_tables, register_version
+from shared.registry import FeatureSpec, ModelMetadata, ModelVersion, register_version
 from shared.routing import RoutingPolicy, write_policy
 from shared.settings import CommonSettings
 from tests.onnx_factory import logistic_model
@@ -28,21 +27,9 @@ FEATURES = [
 
 
 @pytest.fixture(scope="module")
-async def pool(settings: CommonSettings) -> AsyncIterator[asyncpg.Pool]:
-    async with open_pool(settings.database_url, schema=settings.namespace) as pool:
-        await ensure_tables(pool)
-        yield pool
-
-
-@pytest.fixture(scope="module")
 async def client(settings: CommonSettings) -> AsyncIterator[Client]:
     async with connect(settings.nats_url, name="test-inference-client") as nc:
         yield nc
-
-
-@pytest.fixture(scope="module")
-async def store(client: Client, settings: CommonSettings) -> Any:
-    return await client.jetstream().object_store(f"{settings.namespace}_models")
 
 
 @pytest.fixture(scope="module")

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import numpy as np
-import pytest
 
 from services.monitor.alerts import AlertManager, Breach, list_alerts
 from services.monitor.engine import AUC_VS_STABLE, DRIFT, PERFORMANCE, ModelMonitor, Signal, VersionMonitor
 from services.monitor.profiles import build_reference_profile
 from services.monitor.settings import ModelConfig
-from shared.db import open_pool
 from shared.messages import PredictionRecord
-from shared.settings import CommonSettings
 
 CONFIG = ModelConfig(window_size=1000, eval_every=500, min_samples=300, perf_min_samples=100, clear_windows=2)
 
@@ -103,12 +99,6 @@ def test_candidate_compared_with_stable_on_the_same_window() -> None:
         candidate.observe_label("candidate", float(rng.random()), float(label))
     signals = model.compare_to_stable()
     assert [(s.version, s.feature, s.breach is not None) for s in signals] == [(2, AUC_VS_STABLE, True)]
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: CommonSettings) -> AsyncIterator[asyncpg.Pool]:
-    async with open_pool(settings.database_url, schema=settings.namespace) as opened:
-        yield opened
 
 
 async def test_hysteresis_dedup_and_resolution(pool: asyncpg.Pool) -> None:

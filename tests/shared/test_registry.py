@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import numpy as np
 import pytest
 
-from shared.bus import connect
 from shared.db import open_pool
 from shared.errors import BadRequest, NotFound
 from shared.registry import (
@@ -28,19 +26,6 @@ from shared.registry import (
 )
 from shared.settings import CommonSettings
 from tests.onnx_factory import logistic_model
-
-
-@pytest.fixture(scope="module")
-async def pool(settings: CommonSettings) -> AsyncIterator[asyncpg.Pool]:
-    async with open_pool(settings.database_url, schema=settings.namespace) as pool:
-        await ensure_tables(pool)
-        yield pool
-
-
-@pytest.fixture(scope="module")
-async def store(settings: CommonSettings) -> AsyncIterator[Any]:
-    async with connect(settings.nats_url, name="test-registry") as nc:
-        yield await nc.jetstream().object_store(f"{settings.namespace}_models")
 
 
 def metadata(n: int) -> ModelMetadata:
