@@ -17,6 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from nats.aio.client import Client
 from nats.js.object_store import ObjectStore
 
 from infra.local import manager
@@ -69,6 +70,13 @@ async def settings(infra: CommonSettings) -> AsyncIterator[CommonSettings]:
 @pytest.fixture(scope="module")
 def names(settings: CommonSettings) -> Names:
     return Names(settings.namespace)
+
+
+@pytest.fixture(scope="module")
+async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
+    """A NATS connection for the test module."""
+    async with connect(settings.nats_url, name="rtml-tests") as client:
+        yield client
 
 
 @pytest.fixture(scope="module")

@@ -8,15 +8,12 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from nats.aio.client import Client
 
 from services.features.catalog import load_views
-from shared.bus import connect
 from shared.online import open_redis, read_online_features
 from shared.settings import CommonSettings
 from shared.subjects import Names
@@ -62,12 +59,6 @@ def _stream() -> list[dict[str, Any]]:
         )
         for i in range(TOTAL)
     ]
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="features-crash-test") as client:
-        yield client
 
 
 async def test_sigkill_midway_then_restart(settings: CommonSettings, names: Names, nc: Client) -> None:

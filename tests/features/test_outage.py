@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from services.features.catalog import load_views
 from services.features.service import FeaturesService
 from services.features.settings import FeaturesSettings
-from shared.bus import connect, request
+from shared.bus import request
 from shared.errors import Unavailable
 from shared.online import open_redis, read_online_features
 from shared.settings import CommonSettings
@@ -68,12 +68,6 @@ async def service(settings: CommonSettings, proxies: dict[str, Proxy]) -> AsyncI
     await svc.start()
     yield svc
     await svc.stop()
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="features-outage-test") as client:
-        yield client
 
 
 async def _until(predicate: Any, what: str, timeout_s: float = 20.0) -> None:

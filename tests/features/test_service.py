@@ -15,7 +15,7 @@ from nats.aio.client import Client
 from services.features.catalog import load_views
 from services.features.service import FeaturesService
 from services.features.settings import FeaturesSettings
-from shared.bus import connect, request
+from shared.bus import request
 from shared.errors import BadRequest, NotFound
 from shared.online import open_redis, read_online_features
 from shared.settings import CommonSettings
@@ -45,12 +45,6 @@ def _stream(seed: int) -> list[dict[str, Any]]:
             )
         )
     return out
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="features-test") as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

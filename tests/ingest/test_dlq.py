@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
@@ -17,28 +16,12 @@ from services.ingest import cli
 from services.ingest.replay import get_letter, list_letters, replay
 from services.ingest.schema import EventSchema
 from services.ingest.service import IngestService
-from services.ingest.settings import IngestSettings
 from services.ingest.streams import read_stream
-from shared.bus import connect
 from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.ingest.cases import pack, transaction
 
 REFUND = {"type": "refund", "version": 1, "fields": {"amount": {"kind": "number", "required": True, "min": 0}}}
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="ingest-dlq-tests") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def service(settings: CommonSettings) -> AsyncIterator[IngestService]:
-    svc = IngestService(IngestSettings(common=settings, fetch_wait_s=0.2))
-    await svc.start()
-    yield svc
-    await svc.stop()
 
 
 async def wait_for(js: object, check: object) -> None:

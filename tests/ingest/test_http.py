@@ -16,17 +16,10 @@ from services.ingest.dlq import CONTENT_TYPE, REASON, SOURCE
 from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
 from services.ingest.streams import read_stream
-from shared.bus import connect
 from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.ingest.accounting import wait_for_outcomes
 from tests.ingest.cases import transaction
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="ingest-http-tests") as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,10 @@ from services.ingest.reasons import Reason
 from services.ingest.service import IngestService
 from services.ingest.settings import IngestSettings
 from services.ingest.streams import read_stream
-from shared.bus import connect
 from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.ingest.accounting import check_conservation, publish_cases, read_ledger, wait_for_outcomes
 from tests.ingest.cases import Case, malformed_cases, pack, valid_cases
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="ingest-tests") as client:
-        yield client
 
 
 @pytest.fixture(scope="module")

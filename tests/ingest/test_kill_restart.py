@@ -12,14 +12,11 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 
 import msgpack
-import pytest
 import structlog
 from nats.aio.client import Client
 
-from shared.bus import connect
 from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.conftest import PROJECT_ROOT
@@ -27,12 +24,6 @@ from tests.ingest.accounting import check_conservation, publish_cases, read_ledg
 from tests.ingest.cases import malformed_cases, valid_cases
 
 log = structlog.get_logger(__name__)
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="ingest-kill-tests") as client:
-        yield client
 
 
 def start_service(settings: CommonSettings) -> subprocess.Popen[bytes]:

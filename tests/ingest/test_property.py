@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator
 
 import msgpack
-import pytest
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -19,10 +17,7 @@ from services.ingest.pipeline import Accepted, Pipeline, Rejected
 from services.ingest.reasons import Reason
 from services.ingest.schema import build_registry
 from services.ingest.service import IngestService
-from services.ingest.settings import IngestSettings
-from shared.bus import connect
 from shared.messages import Event, Label
-from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.ingest.accounting import read_ledger, wait_for_outcomes
 from tests.ingest.cases import pack, transaction
@@ -80,20 +75,6 @@ def test_pipeline_never_raises(item: tuple[str, bytes]) -> None:
     else:
         assert isinstance(outcome, Rejected)
         assert outcome.rejection.reason in set(Reason) - {Reason.HANDLER_CRASH}
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="ingest-property-tests") as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-async def service(settings: CommonSettings) -> AsyncIterator[IngestService]:
-    svc = IngestService(IngestSettings(common=settings, fetch_wait_s=0.2))
-    await svc.start()
-    yield svc
-    await svc.stop()
 
 
 async def test_service_accounts_for_every_arbitrary_input(service: IngestService, nc: Client, names: Names) -> None:

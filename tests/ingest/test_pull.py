@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
-import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from services.ingest.pull import PullPump
-from shared.bus import connect
-from shared.settings import CommonSettings
 from shared.subjects import Names
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="ingest-pull-tests") as client:
-        yield client
 
 
 async def make_pump(nc: Client, names: Names, durable: str, **kwargs: float) -> PullPump:

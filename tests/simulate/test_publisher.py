@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,18 +12,10 @@ from nats.aio.client import Client
 from rtml.simulate import cli
 from rtml.simulate.publisher import publish
 from rtml.simulate.simulator import LabelEvent, SimConfig, Simulator
-from shared.bus import connect
 from shared.codec import decode
-from shared.settings import CommonSettings
 from shared.subjects import Names
 
 CONFIG = SimConfig(seed=3, rate_per_s=2.0, n_cards=50, n_merchants=40, chargeback_delay_s=30, legit_label_delay_s=60)
-
-
-@pytest.fixture(scope="module")
-async def nc(settings: CommonSettings) -> AsyncIterator[Client]:
-    async with connect(settings.nats_url, name="test-simulate") as client:
-        yield client
 
 
 async def read_all(nc: Client, names: Names, event_type: str, expected: int) -> list[tuple[str, dict[str, object]]]:
