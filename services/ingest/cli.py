@@ -8,15 +8,12 @@ import json
 import math
 import os
 import sys
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import msgpack
 import nats.errors
 import structlog
-from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from services.ingest.dlq import DeadLetter
@@ -27,6 +24,8 @@ from shared.bus import connect
 from shared.logging import configure_logging
 from shared.settings import CommonSettings, SettingsError
 from shared.subjects import Names
+
+CONNECT_TIMEOUT_S = 10.0  # an operator command should fail fast when NATS is not there
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -83,7 +82,7 @@ def _run(command: Any) -> Any:
 
 async def _ls(common: CommonSettings, args: argparse.Namespace) -> int:
     names = Names(common.namespace)
-    async with _connected(common.nats_url) as nc:
+    async with connect(common.nats_url, name="rtml-cli-dlq", startup_timeout_s=CONNECT_TIMEOUT_S) as nc:
         letters = await list_letters(
             nc.jetstream(), names, event_type=args.event_type, reason=args.reason,
             start_seq=args.start_seq, limit=args.limit,
@@ -107,7 +106,7 @@ async def _ls(common: CommonSettings, args: argparse.Namespace) -> int:
 
 async def _show(common: CommonSettings, args: argparse.Namespace) -> int:
     names = Names(common.namespace)
-    async with _connected(common.nats_url) as nc:
+    async with connect(common.nats_url, name="rtml-cli-dlq", startup_timeout_s=CONNECT_TIMEOUT_S) as nc:
         letter = await get_letter(nc.jetstream(), names, args.seq)
     if letter is None:
         print(f"rtml dlq: no dead letter with sequence {args.seq}", file=sys.stderr)
@@ -131,7 +130,7 @@ async def _replay(common: CommonSettings, args: argparse.Namespace) -> int:
         print("rtml dlq replay: name sequences, or select with --type/--reason/--all", file=sys.stderr)
         return 2
     names = Names(common.namespace)
-    async with _connected(common.nats_url) as nc:
+    async with connect(common.nats_url, name="rtml-cli-dlq", startup_timeout_s=CONNECT_TIMEOUT_S) as nc:
         js = nc.jetstream()
         if args.seqs:
             found = [await get_letter(js, names, seq) for seq in args.seqs]
@@ -156,21 +155,6 @@ async def _replay(common: CommonSettings, args: argparse.Namespace) -> int:
         + (" (deleted from the DLQ)" if args.delete else "")
     )
     return 1 if failures else 0
-
-
-@asynccontextmanager
-async def _connected(url: str, timeout_s: float = 10.0) -> AsyncIterator[Client]:
-    """A NATS connection, or ``ConnectionError`` after ``timeout_s`` (nats-py retries a refused first connect forever
-    when reconnection is allowed, so the bound is kept here)."""
-    context = connect(url, name="rtml-cli-dlq", startup_timeout_s=timeout_s)
-    try:
-        nc = await asyncio.wait_for(context.__aenter__(), timeout=timeout_s)
-    except TimeoutError:
-        raise ConnectionError(f"cannot reach NATS at {url} within {timeout_s:g} s") from None
-    try:
-        yield nc
-    finally:
-        await context.__aexit__(None, None, None)
 
 
 def summary(letter: DeadLetter) -> dict[str, Any]:
