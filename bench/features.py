@@ -128,6 +128,12 @@ async def wait_drained(js: Any, names: Names, expected_seq: int) -> None:
         await asyncio.sleep(0.02)
 
 
+async def redis_cpu_s(client: Any) -> float:
+    """CPU seconds the Redis server has used so far (user + system)."""
+    info = await client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
 async def timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -155,12 +161,19 @@ async def main(quick: bool) -> dict[str, Any]:
             now = int(time.time() * 1000)
             backlog = [make_event(i, rng, now - 60_000 + i * 60_000 // n_backlog) for i in range(n_backlog)]
             await publish(nc, names, backlog)
-            started = time.perf_counter()
-            await svc.start()
-            await wait_drained(js, names, n_backlog)
-            elapsed = time.perf_counter() - started
+            async with open_redis(common.redis_url) as client:
+                redis_cpu_start = await redis_cpu_s(client)
+                started, cpu_start = time.perf_counter(), time.process_time()
+                await svc.start()
+                await wait_drained(js, names, n_backlog)
+                elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_start
+                redis_cpu = await redis_cpu_s(client) - redis_cpu_start
             rate = n_backlog / elapsed
             result["throughput_events_per_s"] = round(rate)
+            # CPU per event, steadier than the rate on a shared machine: the replica's process
+            # (start-up included) and the Redis server's
+            result["replica_cpu_us_per_event"] = round(cpu / n_backlog * 1e6, 1)
+            result["redis_cpu_us_per_event"] = round(redis_cpu / n_backlog * 1e6, 1)
 
             # 2. freshness at half that rate (the figure asked for) and at a quarter (the latency floor),
             # paced by a separate process so publishing does not share the replica's event loop

@@ -262,7 +262,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 async with redis.pipeline(transaction=False) as pipe:
                     for e in range(N_ENTITIES):
                         values = {f"o{i}": float(v) for i, v in enumerate(rng.standard_normal(N_ONLINE))}
-                        pipe.hset(feature_key(names, "card", f"card_{e}"), mapping=vector_to_hash(values, {}))  # type: ignore[arg-type]
+                        pipe.hset(feature_key(names, "card", f"card_{e}"), mapping=vector_to_hash(values))  # type: ignore[arg-type]
                     await pipe.execute()
 
             echo_subject = f"{names.namespace}.echo"

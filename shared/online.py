@@ -6,16 +6,43 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+import hiredis
 import redis.asyncio as aioredis
+from redis.asyncio.connection import Connection
+from redis.typing import EncodableT
 
 from shared.subjects import Names
+
+
+class HiredisPackingConnection(Connection):
+    """A connection that writes commands with hiredis's C packer.
+
+    redis-py's asyncio connection packs every command in Python (about 4.8 us for an EVALSHA
+    with eight arguments here, against 0.6 us in hiredis), which is the largest client-side
+    cost of the features writer's pipelines and of the 100-key reads. Commands spelled with a
+    space (``CONFIG GET``) and arguments hiredis does not take go through redis-py's packer.
+    """
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        head = args[0]
+        if (isinstance(head, str) and " " in head) or (isinstance(head, bytes) and b" " in head):
+            return super().pack_command(*args)
+        try:
+            return [hiredis.pack_command(args)]  # type: ignore[arg-type]  # its stub types a 1-tuple
+        except TypeError:
+            return super().pack_command(*args)  # raises redis-py's own error for a bad argument
 
 
 @asynccontextmanager
 async def open_redis(url: str) -> AsyncIterator[aioredis.Redis]:
     """A Redis client with bounded timeouts, so a dead Redis fails fast instead of hanging."""
     client = aioredis.Redis.from_url(
-        url, socket_timeout=1.0, socket_connect_timeout=1.0, health_check_interval=10, decode_responses=False
+        url,
+        socket_timeout=1.0,
+        socket_connect_timeout=1.0,
+        health_check_interval=10,
+        decode_responses=False,
+        connection_class=HiredisPackingConnection,
     )
     try:
         yield client
@@ -44,8 +71,11 @@ async def _scan_batches(client: aioredis.Redis, pattern: str, size: int = 500) -
 
 # The online feature store's key layout, written by the features service and read
 # by inference. One hash per (view, entity): field "v:<feature>" holds the value as
-# a decimal string, "t:<feature>" the event time (ms) it was last updated. The
-# entity is wrapped in a Redis Cluster hash tag so one entity's keys share a slot.
+# a decimal string, "t" the event time (ms) the whole vector is as of (every feature
+# of a view is recomputed at each update, so one time serves them all). The entity is
+# wrapped in a Redis Cluster hash tag so one entity's keys share a slot.
+
+AS_OF_FIELD = "t"
 
 
 def feature_key(names: Names, view: str, entity: str) -> str:
@@ -59,28 +89,27 @@ def feature_key(names: Names, view: str, entity: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class OnlineVector:
-    """One entity's features in one view as stored: values and the event time each was updated."""
+    """One entity's features in one view as stored: values, and the event time they are as of."""
 
     values: dict[str, float]
-    updated_ms: dict[str, int]
+    as_of_ms: int | None = None
 
     @classmethod
     def from_hash(cls, raw: dict[bytes, bytes]) -> OnlineVector:
-        values: dict[str, float] = {}
-        updated: dict[str, int] = {}
-        for field_name, value in raw.items():
-            name = field_name.decode()
-            if name.startswith("v:"):
-                values[name[2:]] = float(value)
-            elif name.startswith("t:"):
-                updated[name[2:]] = int(value)
-        return cls(values, updated)
+        """
+        >>> OnlineVector.from_hash({b"v:n_1h": b"3", b"t": b"1700000000000"})
+        OnlineVector(values={'n_1h': 3.0}, as_of_ms=1700000000000)
+        """
+        values = {name[2:].decode(): float(value) for name, value in raw.items() if name[:2] == b"v:"}
+        as_of = raw.get(b"t")
+        return cls(values, None if as_of is None else int(as_of))
 
 
-def vector_to_hash(values: dict[str, float], updated_ms: dict[str, int]) -> dict[str, str]:
+def vector_to_hash(values: dict[str, float], as_of_ms: int | None = None) -> dict[str, str]:
     """The hash fields to write for ``values``; the inverse of :meth:`OnlineVector.from_hash`."""
     fields = {f"v:{name}": repr(float(value)) for name, value in values.items()}
-    fields.update({f"t:{name}": str(int(ts)) for name, ts in updated_ms.items()})
+    if as_of_ms is not None:
+        fields[AS_OF_FIELD] = str(int(as_of_ms))
     return fields
 
 

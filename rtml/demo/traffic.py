@@ -3,8 +3,8 @@
 A card's transactions go one after another, as at a till: each is published to
 ``<ns>.events.transaction`` (``Nats-Msg-Id`` = its id) once the card's previous one
 is answered; once ingest and features have folded it into the card's online
-features (the Redis hash of ``watch_view`` records an update at or after its event
-time; a fixed ``predict_delay_s`` without Redis) it is scored with a request to
+features (the Redis hash of ``watch_view`` is as of its event time or later, in its
+``t`` field; a fixed ``predict_delay_s`` without Redis) it is scored with a request to
 ``<ns>.predict.<model>``. What the model sees then is exactly what the
 point-in-time training export computes for it. The request's ``id`` is the
 transaction's, so the chargeback label the simulator sends later joins it in the
@@ -34,7 +34,7 @@ from rtml.simulate.simulator import Emission, LabelEvent, Transaction
 from shared.bus import request
 from shared.codec import encode
 from shared.errors import ServiceError
-from shared.online import feature_key
+from shared.online import AS_OF_FIELD, feature_key
 from shared.subjects import Names
 
 log = structlog.get_logger(__name__)
@@ -71,7 +71,6 @@ class Traffic:
         max_in_flight: int = 256,
         redis: aioredis.Redis | None = None,
         watch_view: str = "card_velocity",
-        watch_feature: str = "txn_count_5m",
         fold_timeout_s: float = 3.0,
     ) -> None:
         self.nc = nc
@@ -87,7 +86,6 @@ class Traffic:
         self.ledger = Ledger()
         self.redis = redis
         self.watch_view = watch_view
-        self.watch_field = f"t:{watch_feature}"
         self.fold_timeout_s = fold_timeout_s
         self.unfolded = 0  # transactions scored before the online store showed them (timeout)
         self._redis_slots = asyncio.Semaphore(16)
@@ -195,7 +193,7 @@ class Traffic:
         while time.monotonic() < deadline:
             try:
                 async with self._redis_slots:
-                    raw = await self.redis.hget(key, self.watch_field)
+                    raw = await self.redis.hget(key, AS_OF_FIELD)
             except (RedisError, OSError) as error:  # the online store is not ours to judge here: score anyway
                 log.warning("fold_check_failed", error=repr(error))
                 await asyncio.sleep(self.predict_delay_s)

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, ResponseError
 
-from services.features.script import Outcome, ViewScript
+from services.features.script import EVENTS_PER_CALL, EntityEvent, Outcome, ViewScript
 from services.features.views import FeatureView
 from shared.messages import Event
 from shared.online import read_online_features
@@ -29,7 +29,8 @@ class Applied:
 
 
 class OnlineWriter:
-    """Applies events to every view reading their type, many calls per pipelined round trip."""
+    """Applies events to every view reading their type: one script call per run of up to
+    :data:`EVENTS_PER_CALL` events of a view, all calls of a batch in one pipelined round trip."""
 
     def __init__(self, client: aioredis.Redis, names: Names, views: Mapping[str, FeatureView]) -> None:
         self.client = client
@@ -38,39 +39,47 @@ class OnlineWriter:
             self.by_source.setdefault(view.source, []).append(ViewScript(client, names, view))
 
     async def apply(self, events: Sequence[Event]) -> list[Applied]:
-        """Apply ``events`` in order; each call is atomic and idempotent on the event id."""
-        plan = [
-            (script, entity, event)
-            for event in events
-            for script in self.by_source.get(event.type, ())
-            if (entity := script.view.entity_of(event.entity, event.data)) is not None
+        """Apply ``events`` in order; each event is applied once (idempotent on its id), atomically
+        with the others of its call."""
+        runs: dict[ViewScript, list[EntityEvent]] = {}
+        for event in events:
+            for script in self.by_source.get(event.type, ()):
+                entity = script.view.entity_of(event.entity, event.data)
+                if entity is not None:
+                    runs.setdefault(script, []).append((entity, event.id, event.ts, event.data))
+        calls = [
+            (script, items[start : start + EVENTS_PER_CALL])
+            for script, items in runs.items()
+            for start in range(0, len(items), EVENTS_PER_CALL)
         ]
-        if not plan:
+        if not calls:
             return []
-        results = await self._execute(plan)
+        results = await self._execute(calls)
         if any(isinstance(r, NoScriptError) for r in results):
             for scripts in self.by_source.values():  # Redis restarted or flushed its scripts
                 for script in scripts:
                     await script.load(self.client)
-            results = await self._execute(plan)
+            results = await self._execute(calls)
         applied = []
-        for (script, _, event), result in zip(plan, results, strict=True):
+        for (script, items), result in zip(calls, results, strict=True):
             view = script.view.name
             if isinstance(result, ResponseError) and _is_script_error(result):
-                # this event breaks the script (nothing was written: Redis scripts are atomic);
-                # retrying cannot help, so it is counted and left to the offline store
-                log.error("online_update_failed", view=view, error=str(result))
-                applied.append(Applied(view, event.ts, Outcome.FAILED))
+                # an event of this call breaks the script; retrying cannot help, so the call's
+                # events are counted and left to the offline store
+                log.error("online_update_failed", view=view, events=len(items), error=str(result))
+                applied += [Applied(view, ts, Outcome.FAILED) for _, _, ts, _ in items]
             elif isinstance(result, Exception):
                 raise result  # the server refused the work (OOM, loading, ...): retry the batch
             else:
-                applied.append(Applied(view, event.ts, Outcome(int(result))))
+                applied += [
+                    Applied(view, ts, Outcome(int(code))) for (_, _, ts, _), code in zip(items, result, strict=True)
+                ]
         return applied
 
-    async def _execute(self, plan: Sequence[tuple[ViewScript, str, Event]]) -> list[Any]:
+    async def _execute(self, calls: Sequence[tuple[ViewScript, Sequence[EntityEvent]]]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
-            for script, entity, event in plan:
-                script.enqueue(pipe, entity, event.id, event.ts, event.data)
+            for script, items in calls:
+                script.enqueue(pipe, items)
             return list(await pipe.execute(raise_on_error=False))
 
 
@@ -99,14 +108,14 @@ async def read_vectors(
     for entity in entities:
         for view in views:
             vector = stored[position]
+            as_of = vector.as_of_ms
             position += 1
             features: dict[str, float] = {}
             freshness: dict[str, int | None] = {}
             for feature in view.features:
                 value = vector.values.get(feature.name)
-                updated = vector.updated_ms.get(feature.name)
                 features[feature.name] = feature.default if value is None else value
-                freshness[feature.name] = None if updated is None or value is None else now_ms - updated
+                freshness[feature.name] = None if value is None or as_of is None else now_ms - as_of
             out.append(
                 {
                     "entity": entity,

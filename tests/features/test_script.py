@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator
 
+import msgpack
 import pytest
 import redis
 from hypothesis import given, settings
@@ -29,13 +30,18 @@ def sync_redis(settings: CommonSettings) -> Iterator[redis.Redis]:
     client.close()
 
 
-def _run(client: redis.Redis, names: Names, evs: list[Ev]) -> tuple[str, list[Outcome]]:
-    entity = f"card{next(_entities)}"
+def _call(client: redis.Redis, names: Names, entity: str, evs: list[Ev]) -> list[Outcome]:
     script = ViewScript(client, names, VIEW)  # type: ignore[arg-type]
+    keys, args = script.call_args([(entity, e.id, e.ts, e.data) for e in evs])
+    return [Outcome(int(code)) for code in script.script(keys=keys, args=args)]  # type: ignore[union-attr]
+
+
+def _run(client: redis.Redis, names: Names, evs: list[Ev], *, per_call: int = 1) -> tuple[str, list[Outcome]]:
+    """Apply ``evs`` to a new entity, ``per_call`` events per script call."""
+    entity = f"card{next(_entities)}"
     outcomes = []
-    for e in evs:
-        keys, args = script.call_args(entity, e.id, e.ts, e.data)
-        outcomes.append(Outcome(int(script.script(keys=keys, args=args))))  # type: ignore[arg-type]
+    for start in range(0, len(evs), per_call):
+        outcomes += _call(client, names, entity, evs[start : start + per_call])
     return entity, outcomes
 
 
@@ -44,9 +50,11 @@ def _online(client: redis.Redis, names: Names, entity: str) -> OnlineVector:
 
 
 @settings(max_examples=120, deadline=None)
-@given(evs=events())
-def test_streamed_state_matches_brute_force(sync_redis: redis.Redis, names: Names, evs: list[Ev]) -> None:
-    entity, outcomes = _run(sync_redis, names, evs)
+@given(evs=events(), per_call=st.sampled_from([1, 3, 1000]))
+def test_streamed_state_matches_brute_force(
+    sync_redis: redis.Redis, names: Names, evs: list[Ev], per_call: int
+) -> None:
+    entity, outcomes = _run(sync_redis, names, evs, per_call=per_call)
     applied = accepted(evs, VIEW.lateness_ms)
     assert outcomes.count(Outcome.APPLIED) == len(applied)
     as_of = max(e.ts for e in applied)
@@ -55,7 +63,31 @@ def test_streamed_state_matches_brute_force(sync_redis: redis.Redis, names: Name
     assert set(got.values) == set(want)
     for name, value in want.items():
         assert close(got.values[name], value, 1e6), (name, got.values[name], value)
-        assert got.updated_ms[name] == as_of
+    assert got.as_of_ms == as_of
+
+
+@settings(max_examples=40, deadline=None)
+@given(evs=events(max_size=30), per_call=st.sampled_from([2, 7, 1000]))
+def test_a_run_of_events_in_one_call_equals_one_call_each(
+    sync_redis: redis.Redis, names: Names, evs: list[Ev], per_call: int
+) -> None:
+    one_each, outcomes_each = _run(sync_redis, names, evs)
+    together, outcomes_together = _run(sync_redis, names, evs, per_call=per_call)
+    assert outcomes_together == outcomes_each
+    assert _online(sync_redis, names, together) == _online(sync_redis, names, one_each)
+
+
+def test_one_call_over_several_entities_keeps_them_apart(sync_redis: redis.Redis, names: Names) -> None:
+    script = ViewScript(sync_redis, names, VIEW)  # type: ignore[arg-type]
+    a, b = f"card{next(_entities)}", f"card{next(_entities)}"
+    evs = [(a, "x1", 100, {"amount": 1.0}), (b, "x1", 101, {"amount": 5.0}), (a, "x2", 102, {"amount": 2.0})]
+    keys, args = script.call_args(evs)
+    codes = script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    assert [Outcome(int(c)) for c in codes] == [Outcome.APPLIED] * 3  # ids are per entity
+    assert _online(sync_redis, names, a) == OnlineVector(
+        brute_vector(VIEW, [Ev("x1", 100, {"amount": 1.0}), Ev("x2", 102, {"amount": 2.0})], 102), 102
+    )
+    assert _online(sync_redis, names, b) == OnlineVector(brute_vector(VIEW, [Ev("x1", 101, {"amount": 5.0})], 101), 101)
 
 
 @settings(max_examples=40, deadline=None)
@@ -66,16 +98,16 @@ def test_redelivery_and_replay_change_nothing(
     entity, _ = _run(sync_redis, names, evs)
     before = _online(sync_redis, names, entity)
     again = data.draw(st.lists(st.sampled_from(evs), max_size=10))
-    script = ViewScript(sync_redis, names, VIEW)  # type: ignore[arg-type]
     for e in again:
-        keys, args = script.call_args(entity, e.id, e.ts, e.data)
-        assert int(script.script(keys=keys, args=args)) in (Outcome.DUPLICATE, Outcome.LATE)  # type: ignore[arg-type]
+        assert _call(sync_redis, names, entity, [e]) in ([Outcome.DUPLICATE], [Outcome.LATE])
+    if again:
+        assert set(_call(sync_redis, names, entity, again)) <= {Outcome.DUPLICATE, Outcome.LATE}
     assert _online(sync_redis, names, entity) == before
 
 
 def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names) -> None:
     entity, _ = _run(sync_redis, names, [Ev("a", 100, {"amount": 1.0, "merchant": "m", "country": "FR"})])
-    for suffix in ("", ":ids", ":d:merchant", ":d:country"):
+    for suffix in (":w", ":ids", ":d:merchant", ":d:country"):
         key = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}{suffix}"
         assert 0 < sync_redis.pttl(key) <= VIEW.ttl_ms, key
     assert 0 < sync_redis.pttl(feature_key(names, VIEW.name, entity)) <= VIEW.ttl_ms
@@ -84,10 +116,12 @@ def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names) -> No
 def test_old_buckets_are_dropped(sync_redis: redis.Redis, names: Names) -> None:
     evs = [Ev(f"e{i}", 1000 + 3 * i, {"amount": 1.0}) for i in range(200)]
     entity, _ = _run(sync_redis, names, evs)
-    state = sync_redis.hgetall(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}")
-    bucket_fields = [k for k in state if b":" in k]
-    # at most one window's worth of buckets per window (4 + 3 + 1 windows of buckets)
-    assert len(bucket_fields) <= 4 + 3 + 1
+    raw = sync_redis.get(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}:w")
+    assert isinstance(raw, bytes)
+    buckets = msgpack.unpackb(raw, strict_map_key=False)["b"]
+    # at most one window's worth of buckets per window
+    assert len(buckets) == len(VIEW.windows)
+    assert all(0 < len(kept) <= w.buckets for kept, w in zip(buckets, VIEW.windows, strict=True))
     assert sync_redis.zcard(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}:ids") <= VIEW.lateness_ms // 3 + 1
 
 

@@ -65,7 +65,7 @@ async def test_predictions_match_the_model_run_directly(  # noqa: PLR0917 (fixtu
     async with open_redis(settings.redis_url) as redis:
         for entity, (count, avg) in online.items():
             await redis.hset(
-                feature_key(names, "card", entity), mapping=vector_to_hash({"txn_count": count, "avg_amount": avg}, {})
+                feature_key(names, "card", entity), mapping=vector_to_hash({"txn_count": count, "avg_amount": avg})
             )
     log = await subscribe_log(client, names, "fraud")
     amounts = {entity: float(rng.uniform(0, 1000)) for entity in online}
