@@ -87,7 +87,7 @@ class OnlineStore:
         for (view, entity), raw in zip(wanted, replies, strict=True):
             values = {name: float(v) for name, v in zip(fields_by_view[view], raw, strict=True) if v is not None}
             if values:
-                found[(view, entity)] = OnlineVector(values, {})
+                found[(view, entity)] = OnlineVector(values)
         return found
 
     def _value_fields(self, fields: Sequence[str]) -> list[str]:
