@@ -65,9 +65,10 @@ class BatchConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.spec.ack_wait_s,
-            # A cap of one batch per replica keeps redelivery in order: after a crash the
-            # server redelivers the unacked batch before anything newer, so it is not
-            # pushed past the lateness bound by what came after it.
+            # A cap of two batches per replica (the one being stored and the one fetched
+            # behind it) keeps redelivery in order: after a crash the server redelivers the
+            # unacked batches before anything newer, so they are not pushed past the
+            # lateness bound by what came after them.
             max_ack_pending=self.spec.max_ack_pending,
         )
         try:
@@ -89,17 +90,38 @@ class BatchConsumer:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Store batch after batch, in stream order; the next batch is fetched and prepared while
+        the current one is being stored (so the consumer needs two batches of ack-pending room)."""
         if self._sub is None:
             await self.ensure()
         assert self._sub is not None
-        while not stop.is_set():
-            msgs = await self._next_batch(self._sub)
-            if not msgs:
-                continue
-            if not await self._until_stored(self.prepare(msgs), stop):
-                return  # stopping with the batch unstored: it is redelivered later
+        upcoming = asyncio.create_task(self._next_prepared(self._sub))
+        try:
+            while not stop.is_set():
+                msgs, batch = await upcoming
+                upcoming = asyncio.create_task(self._next_prepared(self._sub))
+                if not msgs:
+                    continue
+                if not await self._until_stored(batch, stop):
+                    return  # stopping with the batch unstored: it is redelivered later
+                for msg in msgs:
+                    await msg.ack()
+        finally:
+            await self._hand_back(upcoming)
+
+    async def _next_prepared(self, sub: JetStreamContext.PullSubscription) -> tuple[list[Msg], Any]:
+        msgs = await self._next_batch(sub)
+        return msgs, (self.prepare(msgs) if msgs else None)
+
+    @staticmethod
+    async def _hand_back(upcoming: asyncio.Task[tuple[list[Msg], Any]]) -> None:
+        """Stop the look-ahead fetch; what it already holds is naked, so it comes back at once."""
+        if not upcoming.done():
+            upcoming.cancel()
+        with contextlib.suppress(BaseException):
+            msgs, _ = await upcoming
             for msg in msgs:
-                await msg.ack()
+                await msg.nak()
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """Wait for one message, then take what is already waiting behind it, up to the batch size.

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, ResponseError
 
-from services.features.script import EVENTS_PER_CALL, EntityEvent, Outcome, ViewScript
+from services.features.script import EVENTS_PER_CALL, EntityEvent, Outcome, ScriptCall, ViewScript
 from services.features.views import FeatureView
 from shared.messages import Event
 from shared.online import read_online_features
@@ -38,20 +38,28 @@ class OnlineWriter:
         for view in views.values():
             self.by_source.setdefault(view.source, []).append(ViewScript(client, names, view))
 
-    async def apply(self, events: Sequence[Event]) -> list[Applied]:
-        """Apply ``events`` in order; each event is applied once (idempotent on its id), atomically
-        with the others of its call."""
+    def plan(self, events: Sequence[Event]) -> list[ScriptCall]:
+        """The script calls that apply ``events`` in order (pure: built ahead, while the previous
+        batch is still being written)."""
         runs: dict[ViewScript, list[EntityEvent]] = {}
         for event in events:
             for script in self.by_source.get(event.type, ()):
                 entity = script.view.entity_of(event.entity, event.data)
                 if entity is not None:
                     runs.setdefault(script, []).append((entity, event.id, event.ts, event.data))
-        calls = [
-            (script, items[start : start + EVENTS_PER_CALL])
-            for script, items in runs.items()
-            for start in range(0, len(items), EVENTS_PER_CALL)
+        return [
+            ScriptCall(script, run[start : start + EVENTS_PER_CALL])
+            for script, run in runs.items()
+            for start in range(0, len(run), EVENTS_PER_CALL)
         ]
+
+    async def apply(self, events: Sequence[Event]) -> list[Applied]:
+        """Apply ``events`` in order; each event is applied once (idempotent on its id), atomically
+        with the others of its call."""
+        return await self.run(self.plan(events))
+
+    async def run(self, calls: Sequence[ScriptCall]) -> list[Applied]:
+        """Make ``calls`` in one pipelined round trip; what each event came to."""
         if not calls:
             return []
         results = await self._execute(calls)
@@ -61,25 +69,26 @@ class OnlineWriter:
                     await script.load(self.client)
             results = await self._execute(calls)
         applied = []
-        for (script, items), result in zip(calls, results, strict=True):
-            view = script.view.name
+        for call, result in zip(calls, results, strict=True):
+            view = call.script.view.name
             if isinstance(result, ResponseError) and _is_script_error(result):
                 # an event of this call breaks the script; retrying cannot help, so the call's
                 # events are counted and left to the offline store
-                log.error("online_update_failed", view=view, events=len(items), error=str(result))
-                applied += [Applied(view, ts, Outcome.FAILED) for _, _, ts, _ in items]
+                log.error("online_update_failed", view=view, events=len(call.events), error=str(result))
+                applied += [Applied(view, ts, Outcome.FAILED) for _, _, ts, _ in call.events]
             elif isinstance(result, Exception):
                 raise result  # the server refused the work (OOM, loading, ...): retry the batch
             else:
                 applied += [
-                    Applied(view, ts, Outcome(int(code))) for (_, _, ts, _), code in zip(items, result, strict=True)
+                    Applied(view, ts, Outcome(int(code)))
+                    for (_, _, ts, _), code in zip(call.events, result, strict=True)
                 ]
         return applied
 
-    async def _execute(self, calls: Sequence[tuple[ViewScript, Sequence[EntityEvent]]]) -> list[Any]:
+    async def _execute(self, calls: Sequence[ScriptCall]) -> list[Any]:
         async with self.client.pipeline(transaction=False) as pipe:
-            for script, items in calls:
-                script.enqueue(pipe, items)
+            for call in calls:
+                call.enqueue(pipe)
             return list(await pipe.execute(raise_on_error=False))
 
 

@@ -341,15 +341,25 @@ class ViewScript:
             args += [categorical(data.get(name)) or "" for name in self._distinct]
         return keys, args
 
-    def enqueue(self, pipe: Any, events: Sequence[EntityEvent]) -> None:
-        """Queue one EVALSHA over ``events`` on a pipeline (nothing is sent); its result is the list
-        of their :class:`Outcome` codes.
-
-        By sha alone, so a batch costs one round trip: a Redis that lost its scripts answers
-        NOSCRIPT and the caller loads them (:meth:`load`) and runs the batch again.
-        """
-        keys, args = self.call_args(events)
-        pipe.evalsha(self.script.sha, len(keys), *keys, *args)
-
     async def load(self, client: aioredis.Redis) -> None:
         await client.script_load(self.script.script)
+
+
+class ScriptCall:
+    """One call of a view's script over a run of events, its keys and arguments built up front."""
+
+    __slots__ = ("args", "events", "keys", "script")
+
+    def __init__(self, script: ViewScript, events: Sequence[EntityEvent]) -> None:
+        self.script = script
+        self.events = events
+        self.keys, self.args = script.call_args(events)
+
+    def enqueue(self, pipe: Any) -> None:
+        """Queue the call's EVALSHA on a pipeline (nothing is sent); its result is the list of the
+        events' :class:`Outcome` codes.
+
+        By sha alone, so a batch costs one round trip: a Redis that lost its scripts answers
+        NOSCRIPT and the caller loads them (:meth:`ViewScript.load`) and runs the batch again.
+        """
+        pipe.evalsha(self.script.script.sha, len(self.keys), *self.keys, *self.args)

@@ -26,7 +26,7 @@ from services.features import offline
 from services.features.consumer import BatchConsumer, ConsumerSpec
 from services.features.online import OnlineWriter, read_vectors
 from services.features.rows import event_row, label_row
-from services.features.script import Outcome
+from services.features.script import Outcome, ScriptCall
 from services.features.settings import FeaturesSettings
 from services.features.views import FeatureView
 from shared.codec import decode
@@ -57,6 +57,7 @@ def _ingested_ms(msg: Msg) -> tuple[int, int]:
 class EventBatch:
     events: list[Event] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
+    calls: list[ScriptCall] = field(default_factory=list)
     offline_done: bool = False
     online_done: bool = False
 
@@ -115,7 +116,7 @@ class FeaturesService(Service):
                 fetch_timeout_s=s.fetch_timeout_s,
                 ack_wait_s=s.ack_wait_s,
                 retry_max_s=s.retry_max_s,
-                max_ack_pending=s.max_ack_pending or s.batch_size,
+                max_ack_pending=s.max_ack_pending or 2 * s.batch_size,
             )
 
         self.consumers = {
@@ -162,6 +163,7 @@ class FeaturesService(Service):
             seq, ingested = _ingested_ms(msg)
             batch.events.append(event)
             batch.rows.append(event_row(event, seq, ingested))
+        batch.calls = self.writer.plan(batch.events)
         return batch
 
     async def _store_events(self, batch: EventBatch) -> None:
@@ -178,7 +180,7 @@ class FeaturesService(Service):
     async def _store_online(self, batch: EventBatch) -> None:
         if batch.online_done:
             return
-        applied = await self.writer.apply(batch.events)
+        applied = await self.writer.run(batch.calls)
         batch.online_done = True
         now_ms = time.time() * 1000  # the moment the values became visible online
         counts: dict[tuple[str, Outcome], int] = {}

@@ -29,7 +29,7 @@ class FeaturesSettings:
     lag_poll_s: float = 1.0
     max_entities: int = 1000
     retry_max_s: float = 5.0
-    max_ack_pending: int = 0  # 0: one batch (in-order redelivery for one replica)
+    max_ack_pending: int = 0  # 0: two batches, the one stored and the one fetched behind it
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeaturesSettings:
