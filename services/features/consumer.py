@@ -10,18 +10,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import nats.errors
 import structlog
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import BadRequestError
 from prometheus_client import Counter
 
+from shared.pull import PullPump
+
 log = structlog.get_logger(__name__)
+
+# How often a batch being gathered looks for more messages, and how long it waits, with
+# nothing being stored, for messages the stream says are there.
+GATHER_POLL_S = 0.002
+GATHER_MAX_S = 0.05
 
 # A batch is parsed once (``prepare``: bad messages are counted and left out, since
 # redelivering them cannot help), then stored until the store succeeds (``store``).
@@ -44,16 +54,15 @@ class ConsumerSpec:
 class BatchConsumer:
     """Fetch, prepare the batch, store it until that succeeds, then ack every message."""
 
-    def __init__(
-        self, js: JetStreamContext, spec: ConsumerSpec, prepare: Prepare, store: Store, write_failures: Counter
-    ) -> None:
-        self.js = js
+    def __init__(self, nc: Client, spec: ConsumerSpec, prepare: Prepare, store: Store, write_failures: Counter) -> None:
+        self.nc = nc
+        self.js: JetStreamContext = nc.jetstream()
         self.spec = spec
         self.prepare = prepare
         self.store = store
         self.write_failures = write_failures
         self.retrying = False
-        self._sub: JetStreamContext.PullSubscription | None = None
+        self._pump: PullPump | None = None
 
     async def ensure(self) -> None:
         """Create the durable consumer, or update it in place (the server applies changed editable
@@ -75,14 +84,15 @@ class BatchConsumer:
             await self.js.add_consumer(self.spec.stream, config)
         except BadRequestError as error:
             log.warning("consumer_config_kept", durable=self.spec.durable, error=str(error))
-        self._sub = await self.js.pull_subscribe_bind(durable=self.spec.durable, stream=self.spec.stream)
+        if self._pump is None:
+            self._pump = PullPump(self.nc, self.spec.stream, self.spec.durable, batch=self.spec.batch_size)
+            await self._pump.start()
 
     async def close(self) -> None:
-        """Drop the pull subscription (a connection drain would otherwise wait out its open fetch)."""
-        if self._sub is not None:
-            with contextlib.suppress(Exception):
-                await self._sub.unsubscribe()
-            self._sub = None
+        """Stop pulling; what arrived but was not taken is handed back (nak)."""
+        if self._pump is not None:
+            await self._pump.stop()
+            self._pump = None
 
     async def pending(self) -> int:
         """Messages not yet delivered plus those delivered and not acked."""
@@ -90,27 +100,49 @@ class BatchConsumer:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Store batch after batch, in stream order; the next batch is fetched and prepared while
+        """Store batch after batch, in stream order; the next batch is gathered and prepared while
         the current one is being stored (so the consumer needs two batches of ack-pending room)."""
-        if self._sub is None:
+        if self._pump is None:
             await self.ensure()
-        assert self._sub is not None
-        upcoming = asyncio.create_task(self._next_prepared(self._sub))
+        assert self._pump is not None
+        idle = asyncio.Event()  # set while no batch is being stored
+        idle.set()
+        upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
         try:
             while not stop.is_set():
                 msgs, batch = await upcoming
-                upcoming = asyncio.create_task(self._next_prepared(self._sub))
+                idle.clear()
+                upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
                 if not msgs:
+                    idle.set()
                     continue
                 if not await self._until_stored(batch, stop):
                     return  # stopping with the batch unstored: it is redelivered later
+                idle.set()
                 for msg in msgs:
                     await msg.ack()
         finally:
             await self._hand_back(upcoming)
 
-    async def _next_prepared(self, sub: JetStreamContext.PullSubscription) -> tuple[list[Msg], Any]:
-        msgs = await self._next_batch(sub)
+    async def _next_prepared(self, pump: PullPump, idle: asyncio.Event) -> tuple[list[Msg], Any]:
+        """The next batch and what ``prepare`` made of it. It waits at most the fetch timeout for a
+        first message, then keeps taking what arrives up to the batch size while the batch before
+        it is still being stored (there is no hurry then, and fuller batches cost less per event)
+        or while the stream has more waiting."""
+        try:
+            msgs = await pump.next_batch(self.spec.fetch_timeout_s)
+            give_up = time.monotonic() + GATHER_MAX_S
+            while msgs and len(msgs) < self.spec.batch_size:
+                # with nothing being stored, wait only for what the stream already holds (the last
+                # message says how much that is), and not longer than GATHER_MAX_S, in case
+                # another replica takes it
+                if idle.is_set() and (not msgs[-1].metadata.num_pending or time.monotonic() > give_up):
+                    break
+                msgs += await pump.next_batch(GATHER_POLL_S, limit=self.spec.batch_size - len(msgs))
+        except nats.errors.Error as error:
+            log.warning("pull_failed", durable=self.spec.durable, error=str(error) or type(error).__name__)
+            await asyncio.sleep(self.spec.fetch_timeout_s)
+            return [], None
         return msgs, (self.prepare(msgs) if msgs else None)
 
     @staticmethod
@@ -122,28 +154,6 @@ class BatchConsumer:
             msgs, _ = await upcoming
             for msg in msgs:
                 await msg.nak()
-
-    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Wait for one message, then take what is already waiting behind it, up to the batch size.
-
-        A single ``fetch(batch)`` long-polls until the whole batch arrives or the timeout
-        passes, which at a low rate holds every event for the full timeout. The first
-        message says how many more are waiting (``num_pending``); only those are asked for,
-        so the second fetch returns as soon as they are delivered (or after 50 ms, when
-        another replica took some of them).
-        """
-        try:  # nats.errors.TimeoutError, or a bare one from a long poll
-            first = await sub.fetch(1, timeout=self.spec.fetch_timeout_s)
-        except TimeoutError:
-            return []
-        waiting = min(self.spec.batch_size - 1, first[0].metadata.num_pending)
-        if waiting <= 0:
-            return first
-        try:
-            rest = await sub.fetch(waiting, timeout=min(self.spec.fetch_timeout_s, 0.05))
-        except TimeoutError:
-            rest = []
-        return first + rest
 
     async def _until_stored(self, batch: Any, stop: asyncio.Event) -> bool:
         delay = 0.05

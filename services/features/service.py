@@ -121,11 +121,11 @@ class FeaturesService(Service):
 
         self.consumers = {
             "norm": BatchConsumer(
-                self.js, spec("norm", "norm"), self._prepare_events, self._store_events,
+                self.nc, spec("norm", "norm"), self._prepare_events, self._store_events,
                 self.write_failures.labels("norm"),
             ),
             "labels": BatchConsumer(
-                self.js, spec("labels", "labels"), self._prepare_labels, self._store_labels,
+                self.nc, spec("labels", "labels"), self._prepare_labels, self._store_labels,
                 self.write_failures.labels("labels"),
             ),
         }  # fmt: skip

@@ -28,9 +28,9 @@ from services.ingest.acked import AckedPublisher
 from services.ingest.dlq import CONTENT_TYPE, dead_letter_headers
 from services.ingest.metrics import IngestMetrics
 from services.ingest.pipeline import Accepted, Outcome, Pipeline, Rejected
-from services.ingest.pull import PullPump
 from services.ingest.reasons import Reason, Rejection
 from services.ingest.settings import IngestSettings
+from shared.pull import PullPump
 from shared.subjects import Names
 from shared.tracing import TRACEPARENT, TraceContext
 

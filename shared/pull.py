@@ -5,8 +5,10 @@ rate every batch waits for its deadline. Here pull requests stay outstanding (as
 keeps them): messages stream into a local queue as the server has them, and :meth:`next_batch` returns as
 soon as one is there, with up to ``batch`` of those already queued. A new request is sent whenever the
 credit outstanding leaves room for a batch; expired requests (status 408) give their unused credit back.
-Requests lost with a connection (a reconnect) never answer: after three expiry periods without a word
-from the server the credit is written off and requested afresh.
+A request that ends while a caller waits for its first message is replaced at once, so a message
+arriving during the rest of that wait is delivered. Requests lost with a connection (a reconnect)
+never answer: after three expiry periods without a word from the server the credit is written off
+and requested afresh.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class PullPump:
         self._inbox = nc.new_inbox()
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._outstanding = 0
+        self._waiting = 0  # next_batch calls waiting for a first message
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
@@ -67,6 +70,10 @@ class PullPump:
         # 408 request expired, 409 consumer changes or limits: the request is over; its unused credit returns.
         pending = msg.headers.get(PENDING_MESSAGES) if msg.headers else None
         self._outstanding = max(0, self._outstanding - int(pending)) if pending and pending.isdigit() else 0
+        if self._waiting:
+            # someone is waiting: ask again now, or what arrives before their wait ends is not delivered
+            with contextlib.suppress(nats.errors.Error):
+                await self._request()
 
     async def _request(self) -> None:
         if self._outstanding and time.monotonic() - self._heard_at > 3 * self.expires_s:
@@ -80,8 +87,9 @@ class PullPump:
             self._heard_at = time.monotonic()  # the silence clock starts with the first request outstanding
         self._outstanding += wanted
 
-    async def next_batch(self, timeout_s: float) -> list[Msg]:
-        """Up to ``batch`` messages: waits at most ``timeout_s`` for the first, none for the rest."""
+    async def next_batch(self, timeout_s: float, *, limit: int | None = None) -> list[Msg]:
+        """Up to ``limit`` (default ``batch``) messages: waits at most ``timeout_s`` for the first,
+        none for the rest."""
         try:
             await self._request()
         except nats.errors.Error:
@@ -90,12 +98,16 @@ class PullPump:
         try:
             first = self._queue.get_nowait()
         except asyncio.QueueEmpty:
+            self._waiting += 1
             try:
                 first = await asyncio.wait_for(self._queue.get(), timeout=timeout_s)
             except TimeoutError:
                 return []
+            finally:
+                self._waiting -= 1
         msgs = [first]
-        while len(msgs) < self.batch:
+        most = self.batch if limit is None else limit
+        while len(msgs) < most:
             try:
                 msgs.append(self._queue.get_nowait())
             except asyncio.QueueEmpty:

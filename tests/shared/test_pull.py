@@ -7,7 +7,7 @@ import asyncio
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from services.ingest.pull import PullPump
+from shared.pull import PullPump
 from shared.subjects import Names
 
 
@@ -45,5 +45,24 @@ async def test_credit_lost_with_a_connection_is_written_off(nc: Client, names: N
             if got:
                 break
         assert got == [b"x"]
+    finally:
+        await pump.stop()
+
+
+async def test_a_message_arriving_after_the_request_expired_still_ends_the_wait(nc: Client, names: Names) -> None:
+    pump = await make_pump(nc, names, "expired", expires_s=0.2)
+    try:
+
+        async def publish_later() -> None:
+            await asyncio.sleep(0.6)  # the first request expired at 0.2 s
+            await nc.jetstream().publish(names.events("expired"), b"late")
+
+        publisher = asyncio.create_task(publish_later())
+        started = asyncio.get_running_loop().time()
+        got = await pump.next_batch(3.0)
+        waited = asyncio.get_running_loop().time() - started
+        await publisher
+        assert [m.data for m in got] == [b"late"]
+        assert waited < 2.0, f"delivered only after {waited:.2f} s"
     finally:
         await pump.stop()
