@@ -41,17 +41,23 @@ class OnlineWriter:
     def plan(self, events: Sequence[Event]) -> list[ScriptCall]:
         """The script calls that apply ``events`` in order (pure: built ahead, while the previous
         batch is still being written)."""
-        runs: dict[ViewScript, list[EntityEvent]] = {}
+        # per view, each entity's events together (in stream order): entities are independent, and
+        # a call reads and writes an entity's state once however many of its events it carries
+        by_entity: dict[ViewScript, dict[str, list[EntityEvent]]] = {}
         for event in events:
             for script in self.by_source.get(event.type, ()):
                 entity = script.view.entity_of(event.entity, event.data)
                 if entity is not None:
-                    runs.setdefault(script, []).append((entity, event.id, event.ts, event.data))
-        return [
-            ScriptCall(script, run[start : start + EVENTS_PER_CALL])
-            for script, run in runs.items()
-            for start in range(0, len(run), EVENTS_PER_CALL)
-        ]
+                    item = (entity, event.id, event.ts, event.data)
+                    by_entity.setdefault(script, {}).setdefault(entity, []).append(item)
+        calls = []
+        for script, groups in by_entity.items():
+            run = [item for group in groups.values() for item in group]
+            calls += [
+                ScriptCall(script, run[start : start + EVENTS_PER_CALL])
+                for start in range(0, len(run), EVENTS_PER_CALL)
+            ]
+        return calls
 
     async def apply(self, events: Sequence[Event]) -> list[Applied]:
         """Apply ``events`` in order; each event is applied once (idempotent on its id), atomically

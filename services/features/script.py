@@ -20,9 +20,11 @@ hash: every feature recomputed as of ``T`` from the buckets (see
 entity costs one state read, one state write and one online write, and the per-call
 overhead on both sides is paid once per run instead of once per event.
 
-Keys per (view, entity): ``<ns>:fs:<view>:{<entity>}:w`` (window state),
-``...:ids`` (applied ids) and ``...:d:<field>`` (sorted set value -> latest time,
-for distinct counts) beside the online hash ``<ns>:fv:<view>:{<entity>}``. One
+Keys per (view, entity): ``<ns>:fs:<view>:{<entity>}:w`` (window state; it also
+holds the applied ids and the distinct-count values while there are at most
+:data:`INLINE_MAX` of each), ``...:ids`` (applied ids) and ``...:d:<field>`` (value ->
+latest time, for distinct counts), sorted sets used once an entity has more, beside
+the online hash ``<ns>:fv:<view>:{<entity>}``. One
 entity's keys share its hash tag; a call spans the entities of its events, so it
 needs them on one Redis (a primary, as ``shared.online.open_redis`` connects to).
 """
@@ -72,6 +74,32 @@ local function lowest_start(spec, T)
   return lowest
 end
 
+-- Applied ids and distinct values live in the state string while an entity has few of them
+-- (at most SPEC.inline_max), and in their own sorted sets once it has more ("spilled"), so
+-- the common sparse entity costs no sorted-set commands.
+local function applied_before(ent, id, ts)
+  local st = ent.st
+  if not st.i then return redis.call('ZADD', KEYS[ent.kb + 2], 'NX', ts, id) == 0 end
+  if st.i[id] then return true end
+  st.i[id] = ts
+  ent.ni = ent.ni + 1
+  if ent.ni > SPEC.inline_max then
+    local args = {}
+    for known, at in pairs(st.i) do args[#args + 1] = at; args[#args + 1] = known end
+    redis.call('ZADD', KEYS[ent.kb + 2], 'NX', unpack(args))
+    st.i = nil
+  end
+  return false
+end
+
+local function spill_distinct(ent, d)
+  local args = {}
+  for value, at in pairs(ent.st.d[d]) do args[#args + 1] = at; args[#args + 1] = value end
+  redis.call('ZADD', KEYS[ent.kb + 3 + d], 'GT', unpack(args))
+  ent.st.d[d] = {}
+  ent.st.ds[d] = true
+end
+
 for e = 0, #ARGV / SA - 1 do
   local kb, ab = e * SK, e * SA
   local S = KEYS[kb + 1]
@@ -79,9 +107,22 @@ for e = 0, #ARGV / SA - 1 do
   if not ent then
     local raw = redis.call('GET', S)
     local st
-    if raw then st = cmsgpack.unpack(raw) else st = {b = {}} end
+    if raw then st = cmsgpack.unpack(raw) else st = {b = {}, i = {}, d = {}, ds = {}} end
+    if not st.ds then  -- written before ids and values could be inline: all in sorted sets
+      st.d, st.ds = {}, {}
+      for d = 1, ND do st.ds[d] = true end
+    end
     for i = 1, #W do if not st.b[i] then st.b[i] = {} end end
-    ent = {kb = kb, st = st, oldT = st.t, dirty = false}
+    ent = {kb = kb, st = st, oldT = st.t, dirty = false, ni = 0, nd = {}}
+    if st.i then for _ in pairs(st.i) do ent.ni = ent.ni + 1 end end
+    for d = 1, ND do
+      if not st.ds[d] then
+        if not st.d[d] then st.d[d] = {} end
+        local n = 0
+        for _ in pairs(st.d[d]) do n = n + 1 end
+        ent.nd[d] = n
+      end
+    end
     seen[S] = ent
     order[#order + 1] = ent
   end
@@ -90,7 +131,7 @@ for e = 0, #ARGV / SA - 1 do
   local T = st.t
   if T and ts < T - SPEC.lateness then
     codes[e + 1] = 2
-  elseif redis.call('ZADD', KEYS[kb + 2], 'NX', ts, id) == 0 then
+  elseif applied_before(ent, id, ts) then
     codes[e + 1] = 1
   else
     codes[e + 1] = 0
@@ -125,7 +166,16 @@ for e = 0, #ARGV / SA - 1 do
       -- time is at or after the window's first bucket, (floor(T/b) - n + 1) * b
       local value = ARGV[ab + 2 + NF + d]
       if value ~= '' and ts >= lowest_start(spec, T) then
-        redis.call('ZADD', KEYS[kb + 3 + d], 'GT', ts, value)
+        local inline = st.d[d]
+        if st.ds[d] then
+          redis.call('ZADD', KEYS[kb + 3 + d], 'GT', ts, value)
+        elseif inline[value] then
+          if ts > inline[value] then inline[value] = ts end
+        else
+          inline[value] = ts
+          ent.nd[d] = ent.nd[d] + 1
+          if ent.nd[d] > SPEC.inline_max then spill_distinct(ent, d) end
+        end
       end
     end
     if SPEC.recency then
@@ -142,8 +192,15 @@ for _, ent in ipairs(order) do
     local st, kb = ent.st, ent.kb
     local T = st.t
     local advanced = (not ent.oldT) or T > ent.oldT
-    if advanced then
-      redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - SPEC.lateness))
+    if st.i then
+      for known, at in pairs(st.i) do
+        if at < T - SPEC.lateness then st.i[known] = nil end
+      end
+    else
+      if advanced then
+        redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - SPEC.lateness))
+      end
+      redis.call('PEXPIRE', KEYS[kb + 2], SPEC.ttl)
     end
     local agg = {}
     for i, w in ipairs(W) do
@@ -178,17 +235,34 @@ for _, ent in ipairs(order) do
     end
     local distinct = {}
     for d, spec in ipairs(SPEC.distinct) do
-      local D = KEYS[kb + 3 + d]
-      if advanced then
-        redis.call('ZREMRANGEBYSCORE', D, '-inf', '(' .. string.format('%d', lowest_start(spec, T)))
-      end
       local counts = {}
-      for f = 1, #spec do
-        local start = (floor(T / spec[f][1]) - spec[f][2] + 1) * spec[f][1]
-        counts[f] = redis.call('ZCOUNT', D, string.format('%d', start), '+inf')
+      if st.ds[d] then
+        local D = KEYS[kb + 3 + d]
+        if advanced then
+          redis.call('ZREMRANGEBYSCORE', D, '-inf', '(' .. string.format('%d', lowest_start(spec, T)))
+        end
+        for f = 1, #spec do
+          local start = (floor(T / spec[f][1]) - spec[f][2] + 1) * spec[f][1]
+          counts[f] = redis.call('ZCOUNT', D, string.format('%d', start), '+inf')
+        end
+        redis.call('PEXPIRE', D, SPEC.ttl)
+      else
+        local lowest = lowest_start(spec, T)
+        local starts = {}
+        for f = 1, #spec do
+          starts[f] = (floor(T / spec[f][1]) - spec[f][2] + 1) * spec[f][1]
+          counts[f] = 0
+        end
+        for value, at in pairs(st.d[d]) do
+          if at < lowest then st.d[d][value] = nil
+          else
+            for f = 1, #spec do
+              if at >= starts[f] then counts[f] = counts[f] + 1 end
+            end
+          end
+        end
       end
       distinct[d] = counts
-      redis.call('PEXPIRE', D, SPEC.ttl)
     end
     local l1, l2 = st.l1, st.l2
     local Ts = string.format('%d', T)
@@ -237,7 +311,6 @@ for _, ent in ipairs(order) do
     local O = KEYS[kb + 3]
     redis.call('HSET', O, unpack(out))
     redis.call('PEXPIRE', O, SPEC.ttl)
-    redis.call('PEXPIRE', KEYS[kb + 2], SPEC.ttl)
     redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', SPEC.ttl)
   end
 end
@@ -262,7 +335,12 @@ def _lua(value: Any) -> str:
     raise TypeError(f"no Lua literal for {type(value).__name__}")
 
 
-def render_lua(view: FeatureView) -> str:
+# An entity's applied ids (within the lateness) and a distinct-count field's values (within the
+# widest window) stay inside its state string up to this many, and move to a sorted set beyond.
+INLINE_MAX = 64
+
+
+def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
     """The view's script: a ``SPEC`` table, then the generic body."""
     windows = view.windows
     fields = view.numeric_fields
@@ -295,6 +373,7 @@ def render_lua(view: FeatureView) -> str:
         "recency": any(f.agg in (Agg.LAST, Agg.TIME_SINCE_LAST) for f in view.features),
         "features": features,
         "as_of": AS_OF_FIELD,
+        "inline_max": inline_max,
     }
     return f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n{_BODY}"
 
@@ -321,10 +400,12 @@ EVENTS_PER_CALL = 48
 class ViewScript:
     """One view's registered script and how to call it for a run of events."""
 
-    def __init__(self, client: aioredis.Redis, names: Names, view: FeatureView) -> None:
+    def __init__(
+        self, client: aioredis.Redis, names: Names, view: FeatureView, *, inline_max: int = INLINE_MAX
+    ) -> None:
         self.view = view
         self.names = names
-        self.script: AsyncScript = client.register_script(render_lua(view))
+        self.script: AsyncScript = client.register_script(render_lua(view, inline_max=inline_max))
         self._fields = view.numeric_fields
         self._distinct = view.distinct_fields
 

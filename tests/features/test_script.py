@@ -30,18 +30,21 @@ def sync_redis(settings: CommonSettings) -> Iterator[redis.Redis]:
     client.close()
 
 
-def _call(client: redis.Redis, names: Names, entity: str, evs: list[Ev]) -> list[Outcome]:
-    script = ViewScript(client, names, VIEW)  # type: ignore[arg-type]
+def _call(client: redis.Redis, names: Names, entity: str, evs: list[Ev], *, inline_max: int = 64) -> list[Outcome]:
+    script = ViewScript(client, names, VIEW, inline_max=inline_max)  # type: ignore[arg-type]
     keys, args = script.call_args([(entity, e.id, e.ts, e.data) for e in evs])
     return [Outcome(int(code)) for code in script.script(keys=keys, args=args)]  # type: ignore[union-attr]
 
 
-def _run(client: redis.Redis, names: Names, evs: list[Ev], *, per_call: int = 1) -> tuple[str, list[Outcome]]:
-    """Apply ``evs`` to a new entity, ``per_call`` events per script call."""
+def _run(
+    client: redis.Redis, names: Names, evs: list[Ev], *, per_call: int = 1, inline_max: int = 64
+) -> tuple[str, list[Outcome]]:
+    """Apply ``evs`` to a new entity, ``per_call`` events per script call; ids and distinct values
+    move from the state string to sorted sets beyond ``inline_max`` of them."""
     entity = f"card{next(_entities)}"
     outcomes = []
     for start in range(0, len(evs), per_call):
-        outcomes += _call(client, names, entity, evs[start : start + per_call])
+        outcomes += _call(client, names, entity, evs[start : start + per_call], inline_max=inline_max)
     return entity, outcomes
 
 
@@ -50,11 +53,11 @@ def _online(client: redis.Redis, names: Names, entity: str) -> OnlineVector:
 
 
 @settings(max_examples=120, deadline=None)
-@given(evs=events(), per_call=st.sampled_from([1, 3, 1000]))
+@given(evs=events(), per_call=st.sampled_from([1, 3, 1000]), inline_max=st.sampled_from([0, 2, 64]))
 def test_streamed_state_matches_brute_force(
-    sync_redis: redis.Redis, names: Names, evs: list[Ev], per_call: int
+    sync_redis: redis.Redis, names: Names, evs: list[Ev], per_call: int, inline_max: int
 ) -> None:
-    entity, outcomes = _run(sync_redis, names, evs, per_call=per_call)
+    entity, outcomes = _run(sync_redis, names, evs, per_call=per_call, inline_max=inline_max)
     applied = accepted(evs, VIEW.lateness_ms)
     assert outcomes.count(Outcome.APPLIED) == len(applied)
     as_of = max(e.ts for e in applied)
@@ -67,12 +70,12 @@ def test_streamed_state_matches_brute_force(
 
 
 @settings(max_examples=40, deadline=None)
-@given(evs=events(max_size=30), per_call=st.sampled_from([2, 7, 1000]))
+@given(evs=events(max_size=30), per_call=st.sampled_from([2, 7, 1000]), inline_max=st.sampled_from([0, 3, 64]))
 def test_a_run_of_events_in_one_call_equals_one_call_each(
-    sync_redis: redis.Redis, names: Names, evs: list[Ev], per_call: int
+    sync_redis: redis.Redis, names: Names, evs: list[Ev], per_call: int, inline_max: int
 ) -> None:
-    one_each, outcomes_each = _run(sync_redis, names, evs)
-    together, outcomes_together = _run(sync_redis, names, evs, per_call=per_call)
+    one_each, outcomes_each = _run(sync_redis, names, evs, inline_max=inline_max)
+    together, outcomes_together = _run(sync_redis, names, evs, per_call=per_call, inline_max=inline_max)
     assert outcomes_together == outcomes_each
     assert _online(sync_redis, names, together) == _online(sync_redis, names, one_each)
 
@@ -105,12 +108,16 @@ def test_redelivery_and_replay_change_nothing(
     assert _online(sync_redis, names, entity) == before
 
 
-def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names) -> None:
-    entity, _ = _run(sync_redis, names, [Ev("a", 100, {"amount": 1.0, "merchant": "m", "country": "FR"})])
-    for suffix in (":w", ":ids", ":d:merchant", ":d:country"):
-        key = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}{suffix}"
+@pytest.mark.parametrize("inline_max", [0, 64])
+def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names, inline_max: int) -> None:
+    evs = [Ev("a", 100, {"amount": 1.0, "merchant": "m", "country": "FR"})]
+    entity, _ = _run(sync_redis, names, evs, inline_max=inline_max)
+    state = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}"
+    sets = [f"{state}{suffix}" for suffix in (":ids", ":d:merchant", ":d:country")]
+    for key in [f"{state}:w", feature_key(names, VIEW.name, entity)] + (sets if inline_max == 0 else []):
         assert 0 < sync_redis.pttl(key) <= VIEW.ttl_ms, key
-    assert 0 < sync_redis.pttl(feature_key(names, VIEW.name, entity)) <= VIEW.ttl_ms
+    if inline_max:  # one id and one value per field: all inside the state string
+        assert sync_redis.exists(*sets) == 0
 
 
 def test_old_buckets_are_dropped(sync_redis: redis.Redis, names: Names) -> None:
