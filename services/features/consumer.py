@@ -108,6 +108,7 @@ class BatchConsumer:
         idle = asyncio.Event()  # set while no batch is being stored
         idle.set()
         upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
+        acking: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 msgs, batch = await upcoming
@@ -119,9 +120,12 @@ class BatchConsumer:
                 if not await self._until_stored(batch, stop):
                     return  # stopping with the batch unstored: it is redelivered later
                 idle.set()
-                for msg in msgs:
-                    await msg.ack()
+                if acking is not None:
+                    await acking
+                acking = asyncio.create_task(_ack_all(msgs))  # goes out while the next batch is stored
         finally:
+            if acking is not None:
+                await acking
             await self._hand_back(upcoming)
 
     async def _next_prepared(self, pump: PullPump, idle: asyncio.Event) -> tuple[list[Msg], Any]:
@@ -174,3 +178,8 @@ class BatchConsumer:
                 log.info("batch_store_recovered", durable=self.spec.durable)
             self.retrying = False
             return True
+
+
+async def _ack_all(msgs: list[Msg]) -> None:
+    for msg in msgs:
+        await msg.ack()
