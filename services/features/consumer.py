@@ -28,14 +28,21 @@ from shared.pull import PullPump
 
 log = structlog.get_logger(__name__)
 
+# CPU-bound work on a batch (decoding, acking) hands the event loop back every SLICE messages:
+# a store's pipeline leaves the socket only as the loop flushes it, and a store waiting behind a
+# 20 ms stretch of decoding leaves Redis idle for those 20 ms.
+SLICE = 100
+
 # How often a batch being gathered looks for more messages, and how long it waits, with
 # nothing being stored, for messages the stream says are there.
 GATHER_POLL_S = 0.002
 GATHER_MAX_S = 0.05
 
 # A batch is parsed once (``prepare``: bad messages are counted and left out, since
-# redelivering them cannot help), then stored until the store succeeds (``store``).
-Prepare = Callable[[list[Msg]], Any]
+# redelivering them cannot help), then stored until the store succeeds. ``store`` runs
+# batch after batch in stream order; ``store_unordered`` (optional) starts beside it and may
+# still be running while the next batch is stored; a batch is acked once both are done.
+Prepare = Callable[[list[Msg]], Awaitable[Any]]
 Store = Callable[[Any], Awaitable[None]]
 
 
@@ -54,12 +61,22 @@ class ConsumerSpec:
 class BatchConsumer:
     """Fetch, prepare the batch, store it until that succeeds, then ack every message."""
 
-    def __init__(self, nc: Client, spec: ConsumerSpec, prepare: Prepare, store: Store, write_failures: Counter) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        spec: ConsumerSpec,
+        prepare: Prepare,
+        store: Store,
+        write_failures: Counter,
+        *,
+        store_unordered: Store | None = None,
+    ) -> None:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.spec = spec
         self.prepare = prepare
         self.store = store
+        self.store_unordered = store_unordered
         self.write_failures = write_failures
         self.retrying = False
         self._pump: PullPump | None = None
@@ -74,10 +91,10 @@ class BatchConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.spec.ack_wait_s,
-            # A cap of two batches per replica (the one being stored and the one fetched
-            # behind it) keeps redelivery in order: after a crash the server redelivers the
-            # unacked batches before anything newer, so they are not pushed past the
-            # lateness bound by what came after them.
+            # A cap of three batches per replica (the one finishing, the one being stored,
+            # the one gathered behind it) keeps redelivery in order: after a crash the server
+            # redelivers the unacked batches before anything newer, so they are not pushed
+            # past the lateness bound by what came after them.
             max_ack_pending=self.spec.max_ack_pending,
         )
         try:
@@ -100,15 +117,17 @@ class BatchConsumer:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Store batch after batch, in stream order; the next batch is gathered and prepared while
-        the current one is being stored (so the consumer needs two batches of ack-pending room)."""
+        """Store batch after batch, in stream order. The next batch is gathered and prepared while
+        the current one is stored; a batch's unordered store and then its acks may still be under
+        way while the next batch is stored (so the consumer needs three batches of ack-pending
+        room: the one finishing, the one stored, the one gathered)."""
         if self._pump is None:
             await self.ensure()
         assert self._pump is not None
         idle = asyncio.Event()  # set while no batch is being stored
         idle.set()
         upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
-        acking: asyncio.Task[None] | None = None
+        finishing: asyncio.Task[None] | None = None  # the previous batch: unordered store, then acks
         try:
             while not stop.is_set():
                 msgs, batch = await upcoming
@@ -117,15 +136,20 @@ class BatchConsumer:
                 if not msgs:
                     idle.set()
                     continue
-                if not await self._until_stored(batch, stop):
+                beside = None
+                if self.store_unordered is not None:
+                    beside = asyncio.create_task(self._until_stored(self.store_unordered, batch, stop))
+                if not await self._until_stored(self.store, batch, stop):
+                    if beside is not None:
+                        await beside
                     return  # stopping with the batch unstored: it is redelivered later
                 idle.set()
-                if acking is not None:
-                    await acking
-                acking = asyncio.create_task(_ack_all(msgs))  # goes out while the next batch is stored
+                if finishing is not None:
+                    await finishing  # at most one batch finishing behind the one being stored
+                finishing = asyncio.create_task(_ack_when_stored(msgs, beside))
         finally:
-            if acking is not None:
-                await acking
+            if finishing is not None:
+                await finishing
             await self._hand_back(upcoming)
 
     async def _next_prepared(self, pump: PullPump, idle: asyncio.Event) -> tuple[list[Msg], Any]:
@@ -147,7 +171,7 @@ class BatchConsumer:
             log.warning("pull_failed", durable=self.spec.durable, error=str(error) or type(error).__name__)
             await asyncio.sleep(self.spec.fetch_timeout_s)
             return [], None
-        return msgs, (self.prepare(msgs) if msgs else None)
+        return msgs, (await self.prepare(msgs) if msgs else None)
 
     @staticmethod
     async def _hand_back(upcoming: asyncio.Task[tuple[list[Msg], Any]]) -> None:
@@ -159,11 +183,12 @@ class BatchConsumer:
             for msg in msgs:
                 await msg.nak()
 
-    async def _until_stored(self, batch: Any, stop: asyncio.Event) -> bool:
+    async def _until_stored(self, store: Store, batch: Any, stop: asyncio.Event) -> bool:
+        """Run ``store`` until it succeeds (True) or the consumer stops while retrying (False)."""
         delay = 0.05
         while True:
             try:
-                await self.store(batch)
+                await store(batch)
             except Exception as error:
                 self.retrying = True
                 self.write_failures.inc()
@@ -180,6 +205,11 @@ class BatchConsumer:
             return True
 
 
-async def _ack_all(msgs: list[Msg]) -> None:
-    for msg in msgs:
-        await msg.ack()
+async def _ack_when_stored(msgs: list[Msg], beside: asyncio.Task[bool] | None) -> None:
+    """Ack ``msgs`` once their unordered store is done too (not at all if it gave up on a stop)."""
+    if beside is not None and not await beside:
+        return
+    for start in range(0, len(msgs), SLICE):
+        for msg in msgs[start : start + SLICE]:
+            await msg.ack()
+        await asyncio.sleep(0)  # let the loop write out what the store in progress is sending

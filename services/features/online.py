@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +38,9 @@ class OnlineWriter:
         for view in views.values():
             self.by_source.setdefault(view.source, []).append(ViewScript(client, names, view))
 
-    def plan(self, events: Sequence[Event]) -> list[ScriptCall]:
-        """The script calls that apply ``events`` in order (pure: built ahead, while the previous
-        batch is still being written)."""
+    def plan(self, events: Sequence[Event]) -> Iterator[ScriptCall]:
+        """The script calls that apply ``events`` in order, one at a time (pure: built ahead, while
+        the previous batch is still being written, with the loop handed back between calls)."""
         # per view, each entity's events together (in stream order): entities are independent, and
         # a call reads and writes an entity's state once however many of its events it carries
         by_entity: dict[ViewScript, dict[str, list[EntityEvent]]] = {}
@@ -50,19 +50,15 @@ class OnlineWriter:
                 if entity is not None:
                     item = (entity, event.id, event.ts, event.data)
                     by_entity.setdefault(script, {}).setdefault(entity, []).append(item)
-        calls = []
         for script, groups in by_entity.items():
             run = [item for group in groups.values() for item in group]
-            calls += [
-                ScriptCall(script, run[start : start + EVENTS_PER_CALL])
-                for start in range(0, len(run), EVENTS_PER_CALL)
-            ]
-        return calls
+            for start in range(0, len(run), EVENTS_PER_CALL):
+                yield ScriptCall(script, run[start : start + EVENTS_PER_CALL])
 
     async def apply(self, events: Sequence[Event]) -> list[Applied]:
         """Apply ``events`` in order; each event is applied once (idempotent on its id), atomically
         with the others of its call."""
-        return await self.run(self.plan(events))
+        return await self.run(list(self.plan(events)))
 
     async def run(self, calls: Sequence[ScriptCall]) -> list[Applied]:
         """Make ``calls`` in one pipelined round trip; what each event came to."""

@@ -23,7 +23,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from redis.exceptions import RedisError
 
 from services.features import offline
-from services.features.consumer import BatchConsumer, ConsumerSpec
+from services.features.consumer import SLICE, BatchConsumer, ConsumerSpec
 from services.features.online import OnlineWriter, read_vectors
 from services.features.rows import event_row, label_row
 from services.features.script import Outcome, ScriptCall
@@ -58,8 +58,6 @@ class EventBatch:
     events: list[Event] = field(default_factory=list)
     rows: list[tuple[Any, ...]] = field(default_factory=list)
     calls: list[ScriptCall] = field(default_factory=list)
-    offline_done: bool = False
-    online_done: bool = False
 
 
 class FeaturesService(Service):
@@ -116,13 +114,13 @@ class FeaturesService(Service):
                 fetch_timeout_s=s.fetch_timeout_s,
                 ack_wait_s=s.ack_wait_s,
                 retry_max_s=s.retry_max_s,
-                max_ack_pending=s.max_ack_pending or 2 * s.batch_size,
+                max_ack_pending=s.max_ack_pending or 3 * s.batch_size,
             )
 
         self.consumers = {
             "norm": BatchConsumer(
-                self.nc, spec("norm", "norm"), self._prepare_events, self._store_events,
-                self.write_failures.labels("norm"),
+                self.nc, spec("norm", "norm"), self._prepare_events, self._store_online,
+                self.write_failures.labels("norm"), store_unordered=self._store_offline,
             ),
             "labels": BatchConsumer(
                 self.nc, spec("labels", "labels"), self._prepare_labels, self._store_labels,
@@ -147,9 +145,11 @@ class FeaturesService(Service):
         return None
 
     # Events ---------------------------------------------------------------
-    def _prepare_events(self, msgs: list[Msg]) -> EventBatch:
+    async def _prepare_events(self, msgs: list[Msg]) -> EventBatch:
         batch = EventBatch()
-        for msg in msgs:
+        for position, msg in enumerate(msgs, 1):
+            if position % SLICE == 0:
+                await asyncio.sleep(0)  # see consumer.SLICE
             try:
                 event = Event.from_dict(decode(msg.data))
             except ServiceError as error:
@@ -163,25 +163,23 @@ class FeaturesService(Service):
             seq, ingested = _ingested_ms(msg)
             batch.events.append(event)
             batch.rows.append(event_row(event, seq, ingested))
-        batch.calls = self.writer.plan(batch.events)
+        for call in self.writer.plan(batch.events):
+            batch.calls.append(call)
+            await asyncio.sleep(0)
         return batch
 
-    async def _store_events(self, batch: EventBatch) -> None:
-        """Both stores at once; on a retry only the one that failed runs again."""
-        if batch.events:
-            await asyncio.gather(self._store_online(batch), self._store_offline(batch))
-
+    # A batch's two stores start together: the online one in stream order (window state depends
+    # on the order events arrive in), the offline one (idempotent, order-free rows) alongside,
+    # still running while the next batch's online store goes ahead.
     async def _store_offline(self, batch: EventBatch) -> None:
-        if not batch.offline_done:
+        if batch.rows:
             await offline.write_events(self.pool, batch.rows)
-            batch.offline_done = True
             self.offline_rows.labels("features_events").inc(len(batch.rows))
 
     async def _store_online(self, batch: EventBatch) -> None:
-        if batch.online_done:
+        if not batch.calls:
             return
         applied = await self.writer.run(batch.calls)
-        batch.online_done = True
         now_ms = time.time() * 1000  # the moment the values became visible online
         counts: dict[tuple[str, Outcome], int] = {}
         freshness = {view: self.freshness.labels(view) for view in self.views}  # a label lookup costs per call
@@ -193,7 +191,7 @@ class FeaturesService(Service):
             self.events_total.labels(view, outcome.name.lower()).inc(count)
 
     # Labels ---------------------------------------------------------------
-    def _prepare_labels(self, msgs: list[Msg]) -> list[tuple[Any, ...]]:
+    async def _prepare_labels(self, msgs: list[Msg]) -> list[tuple[Any, ...]]:
         rows: list[tuple[Any, ...]] = []
         for msg in msgs:
             try:

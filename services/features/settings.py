@@ -29,7 +29,7 @@ class FeaturesSettings:
     lag_poll_s: float = 1.0
     max_entities: int = 1000
     retry_max_s: float = 5.0
-    max_ack_pending: int = 0  # 0: two batches, the one stored and the one fetched behind it
+    max_ack_pending: int = 0  # 0: three batches (finishing, being stored, gathered behind)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeaturesSettings:

@@ -19,7 +19,7 @@ def test_a_views_events_are_grouped_by_entity_in_stream_order() -> None:
     view = all_aggs_view()
     writer = OnlineWriter(aioredis.Redis(), Names("t"), {view.name: view})
     cards = ["a", "b", "a", "c", "b", "a"]
-    (call,) = writer.plan([_event(i, card) for i, card in enumerate(cards)])
+    (call,) = list(writer.plan([_event(i, card) for i, card in enumerate(cards)]))
     assert [(entity, event_id) for entity, event_id, _, _ in call.events] == [
         ("a", "e0"), ("a", "e2"), ("a", "e5"), ("b", "e1"), ("b", "e4"), ("c", "e3"),
     ]  # fmt: skip
@@ -29,7 +29,7 @@ def test_a_long_run_is_split_into_bounded_calls() -> None:
     view = all_aggs_view()
     writer = OnlineWriter(aioredis.Redis(), Names("t"), {view.name: view})
     events = [_event(i, f"card{i % 7}") for i in range(2 * EVENTS_PER_CALL + 5)]
-    calls = writer.plan(events)
+    calls = list(writer.plan(events))
     assert [len(call.events) for call in calls] == [EVENTS_PER_CALL, EVENTS_PER_CALL, 5]
     laid_out = [event_id for call in calls for _, event_id, _, _ in call.events]
     grouped = [e.id for card in range(7) for e in events if e.entity == f"card{card}"]
