@@ -7,7 +7,8 @@ deadline (admission control: under a burst excess load is shed quickly instead o
 timing out), 504 when its deadline has already passed. One controller task, woken by events (a new request,
 a finished batch, or a single timer for the next delay or deadline; never a
 polling sleep), releases a batch when the queue fills ``max_batch_size`` or the
-largest preferred size, or when the oldest request has waited ``max_queue_delay``.
+largest preferred size, or when the oldest request has waited ``max_queue_delay``
+(adaptive policies: at most a batch's measured cost, and not at all while no batch runs).
 Batches are taken in earliest-deadline-first order; a request whose deadline
 passes while queued is answered 504 without running. Outbound, each batch runs as
 its own task (up to ``max_concurrent_batches`` at once) and resolves its
@@ -191,7 +192,10 @@ class Batcher(Generic[T, R]):
             if len(self._running) < self.policy.max_concurrent_batches:
                 size = self.policy.release_size(len(self._heap))
                 release_at = self._oldest_arrival() + self._delay()
-                if size == 0 and (now >= release_at or self._closed or self._draining):
+                # adaptive: with no batch running, waiting for company buys nothing (the requests
+                # that arrive meanwhile form the next batch), so the queue goes at once
+                idle = self.policy.adaptive and not self._running
+                if size == 0 and (now >= release_at or idle or self._closed or self._draining):
                     size = min(len(self._heap), self.policy.max_batch_size)
                 if size:
                     self._launch([self._pop() for _ in range(size)])

@@ -21,8 +21,9 @@ class BatchPolicy:
     ``default_timeout_ms``: the deadline of a request that names none.
     ``max_concurrent_batches``: batches in flight at once (one fetching features while
     another runs the model).
-    ``adaptive``: cap the wait at the measured cost of a batch: waiting longer than a
-    batch takes to run buys nothing.
+    ``adaptive``: cap the wait at the measured cost of a batch (waiting longer than a
+    batch takes to run buys nothing), and do not wait at all while no batch is running
+    (the requests that arrive during one form the next).
 
     >>> BatchPolicy.from_dict({"max_batch_size": 8}).warm_up_sizes()
     [1, 2, 4, 8]

@@ -188,24 +188,48 @@ async def test_close_fails_what_cannot_finish_in_time() -> None:
 async def test_adaptive_wait_is_capped_by_the_batch_cost() -> None:
     clock = FakeClock()
     model = FakeModel()
+    gate = asyncio.Event()
 
     async def slow_model(batch: list[int]) -> Sequence[int]:
         clock.advance(0.0002)  # each batch "costs" 200 us
+        if batch == [1]:
+            await gate.wait()  # this batch stays running while the next requests queue
         return await model(batch)
 
     batcher: Batcher[int, int] = Batcher(
-        slow_model, BatchPolicy(max_batch_size=8, max_queue_delay_us=5000, adaptive=True), clock=clock
+        slow_model,
+        BatchPolicy(max_batch_size=8, max_queue_delay_us=5000, adaptive=True, max_concurrent_batches=2),
+        clock=clock,
     )
     batcher.start()
-    batcher.submit(1)
-    clock.advance(0.005)
+    batcher.submit(0)
     await settle()
     assert batcher.batch_cost_s == pytest.approx(0.0002)
+    batcher.submit(1)
+    await settle()  # no batch running: released at once, then held
     batcher.submit(2)
+    batcher.submit(3)
     await settle()
-    clock.advance(0.00021)
+    assert model.batches == [[0]]  # [1] is running, so 2 and 3 wait for company
+    clock.advance(0.00021)  # past the batch cost, well short of the 5 ms max_queue_delay
     await settle()
-    assert model.batches == [[1], [2]]
+    assert model.batches == [[0], [2, 3]]
+    gate.set()
+    await settle()
+    assert model.batches == [[0], [2, 3], [1]]
+    await batcher.close()
+
+
+async def test_adaptive_releases_at_once_when_no_batch_runs() -> None:
+    clock = FakeClock()
+    model = FakeModel()
+    batcher: Batcher[int, int] = Batcher(
+        model, BatchPolicy(max_batch_size=8, max_queue_delay_us=5000, adaptive=True), clock=clock
+    )
+    batcher.start()
+    first = batcher.submit(1)
+    await settle()
+    assert model.batches == [[1]] and first.result() == 2
     await batcher.close()
 
 
