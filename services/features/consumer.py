@@ -78,7 +78,6 @@ class BatchConsumer:
         self.store = store
         self.store_unordered = store_unordered
         self.write_failures = write_failures
-        self.retrying = False
         self._pump: PullPump | None = None
 
     async def ensure(self) -> None:
@@ -159,18 +158,21 @@ class BatchConsumer:
         or while the stream has more waiting."""
         try:
             msgs = await pump.next_batch(self.spec.fetch_timeout_s)
-            give_up = time.monotonic() + GATHER_MAX_S
-            while msgs and len(msgs) < self.spec.batch_size:
-                # with nothing being stored, wait only for what the stream already holds (the last
-                # message says how much that is), and not longer than GATHER_MAX_S, in case
-                # another replica takes it
-                if idle.is_set() and (not msgs[-1].metadata.num_pending or time.monotonic() > give_up):
-                    break
-                msgs += await pump.next_batch(GATHER_POLL_S, limit=self.spec.batch_size - len(msgs))
         except nats.errors.Error as error:
             log.warning("pull_failed", durable=self.spec.durable, error=str(error) or type(error).__name__)
             await asyncio.sleep(self.spec.fetch_timeout_s)
             return [], None
+        give_up = time.monotonic() + GATHER_MAX_S
+        while msgs and len(msgs) < self.spec.batch_size:
+            # with nothing being stored, wait only for what the stream already holds (the last
+            # message says how much that is), and not longer than GATHER_MAX_S, in case another
+            # replica takes it
+            if idle.is_set() and (not msgs[-1].metadata.num_pending or time.monotonic() > give_up):
+                break
+            try:
+                msgs += await pump.next_batch(GATHER_POLL_S, limit=self.spec.batch_size - len(msgs))
+            except nats.errors.Error:
+                break  # what was gathered goes ahead; the next batch's pull reports the failure
         return msgs, (await self.prepare(msgs) if msgs else None)
 
     @staticmethod
@@ -186,11 +188,12 @@ class BatchConsumer:
     async def _until_stored(self, store: Store, batch: Any, stop: asyncio.Event) -> bool:
         """Run ``store`` until it succeeds (True) or the consumer stops while retrying (False)."""
         delay = 0.05
+        retried = False
         while True:
             try:
                 await store(batch)
             except Exception as error:
-                self.retrying = True
+                retried = True
                 self.write_failures.inc()
                 log.warning("batch_store_failed", durable=self.spec.durable, error=repr(error), retry_in_s=delay)
                 with contextlib.suppress(TimeoutError):
@@ -199,9 +202,8 @@ class BatchConsumer:
                     return False
                 delay = min(delay * 2, self.spec.retry_max_s)
                 continue
-            if self.retrying:
+            if retried:
                 log.info("batch_store_recovered", durable=self.spec.durable)
-            self.retrying = False
             return True
 
 
