@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.monitor.service import decode_record
 from services.monitor.settings import ModelConfig, MonitorSettings
-from shared.codec import encode
-from shared.errors import BadRequest
 from shared.settings import SettingsError
 
 
@@ -42,11 +39,3 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     with pytest.raises(SettingsError) as raised:
         MonitorSettings.from_env(env)
     assert raised.value.variable == variable
-
-
-def test_decode_record_refuses_what_is_not_a_map() -> None:
-    assert decode_record(encode({"a": 1})) == {"a": 1}
-    with pytest.raises(BadRequest, match="msgpack map"):
-        decode_record(encode([1, 2]))
-    with pytest.raises(BadRequest, match="not valid msgpack"):
-        decode_record(b"\xc1")

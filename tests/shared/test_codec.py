@@ -49,3 +49,11 @@ def test_refuses_non_map_deep_and_oversize() -> None:
         decode(b"\xc1")
     with pytest.raises(BadRequest, match="not valid msgpack"):
         decode(msgpack.packb({1: 2}))  # non-string keys are refused
+
+
+def test_decode_without_the_depth_walk_still_refuses_what_is_not_a_map() -> None:
+    assert decode(encode({"a": 1}), check_depth=False) == {"a": 1}
+    with pytest.raises(BadRequest, match="msgpack map"):
+        decode(encode([1, 2]), check_depth=False)
+    with pytest.raises(BadRequest, match="not valid msgpack"):
+        decode(b"\xc1", check_depth=False)
