@@ -64,11 +64,16 @@ local function new_bucket()
   return b
 end
 
+-- the first instant of window w = {bucket ms, buckets} as of T: its oldest bucket's start
+local function window_start(w, T)
+  return (floor(T / w[1]) - w[2] + 1) * w[1]
+end
+
 -- the lowest first-instant among a distinct field's windows as of T
 local function lowest_start(spec, T)
   local lowest
   for f = 1, #spec do
-    local start = (floor(T / spec[f][1]) - spec[f][2] + 1) * spec[f][1]
+    local start = window_start(spec[f], T)
     if (not lowest) or start < lowest then lowest = start end
   end
   return lowest
@@ -242,15 +247,14 @@ for _, ent in ipairs(order) do
           redis.call('ZREMRANGEBYSCORE', D, '-inf', '(' .. string.format('%d', lowest_start(spec, T)))
         end
         for f = 1, #spec do
-          local start = (floor(T / spec[f][1]) - spec[f][2] + 1) * spec[f][1]
-          counts[f] = redis.call('ZCOUNT', D, string.format('%d', start), '+inf')
+          counts[f] = redis.call('ZCOUNT', D, string.format('%d', window_start(spec[f], T)), '+inf')
         end
         redis.call('PEXPIRE', D, SPEC.ttl)
       else
         local lowest = lowest_start(spec, T)
         local starts = {}
         for f = 1, #spec do
-          starts[f] = (floor(T / spec[f][1]) - spec[f][2] + 1) * spec[f][1]
+          starts[f] = window_start(spec[f], T)
           counts[f] = 0
         end
         for value, at in pairs(st.d[d]) do
