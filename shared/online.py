@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import cast
 
 import hiredis
+import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
 from redis.typing import EncodableT
@@ -70,12 +72,17 @@ async def _scan_batches(client: aioredis.Redis, pattern: str, size: int = 500) -
 
 
 # The online feature store's key layout, written by the features service and read
-# by inference. One hash per (view, entity): field "v:<feature>" holds the value as
-# a decimal string, "t" the event time (ms) the whole vector is as of (every feature
-# of a view is recomputed at each update, so one time serves them all). The entity is
+# by inference. One hash per (view, entity) with two fields: "v" holds every feature's
+# value as one msgpack map (name -> number), "t" the event time (ms) the whole vector is
+# as of (every feature of a view is recomputed at each update, so one time serves them
+# all). One packed field instead of a field per feature: the writer's Lua script would
+# otherwise format each value as a %.17g string and Redis would rewrite each in the
+# hash's listpack, which together were three tenths of its Redis time. The entity is
 # wrapped in a Redis Cluster hash tag so one entity's keys share a slot.
 
+VALUES_FIELD = "v"
 AS_OF_FIELD = "t"
+_FIELDS = (VALUES_FIELD, AS_OF_FIELD)
 
 
 def feature_key(names: Names, view: str, entity: str) -> str:
@@ -95,21 +102,25 @@ class OnlineVector:
     as_of_ms: int | None = None
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes]) -> OnlineVector:
+    def from_fields(cls, packed: bytes | None, as_of: bytes | None) -> OnlineVector:
+        """The vector from the hash's two fields (both ``None``: nothing stored).
+
+        >>> OnlineVector.from_fields(msgpack.packb({"n_1h": 3, "avg_1h": 2.5}), b"1700000000000")
+        OnlineVector(values={'n_1h': 3.0, 'avg_1h': 2.5}, as_of_ms=1700000000000)
         """
-        >>> OnlineVector.from_hash({b"v:n_1h": b"3", b"t": b"1700000000000"})
-        OnlineVector(values={'n_1h': 3.0}, as_of_ms=1700000000000)
-        """
-        values = {name[2:].decode(): float(value) for name, value in raw.items() if name[:2] == b"v:"}
-        as_of = raw.get(b"t")
+        values: dict[str, float] = {}
+        if packed:
+            stored = msgpack.unpackb(packed, raw=False)
+            if isinstance(stored, dict):  # an empty Lua table packs as an empty array
+                values = {name: float(value) for name, value in stored.items()}
         return cls(values, None if as_of is None else int(as_of))
 
 
-def vector_to_hash(values: dict[str, float], as_of_ms: int | None = None) -> dict[str, str]:
-    """The hash fields to write for ``values``; the inverse of :meth:`OnlineVector.from_hash`."""
-    fields = {f"v:{name}": repr(float(value)) for name, value in values.items()}
+def vector_to_hash(values: dict[str, float], as_of_ms: int | None = None) -> dict[str, bytes]:
+    """The hash fields to write for ``values``; the inverse of :meth:`OnlineVector.from_fields`."""
+    fields = {VALUES_FIELD: msgpack.packb({name: float(value) for name, value in values.items()})}
     if as_of_ms is not None:
-        fields[AS_OF_FIELD] = str(int(as_of_ms))
+        fields[AS_OF_FIELD] = str(int(as_of_ms)).encode()
     return fields
 
 
@@ -117,12 +128,13 @@ async def read_online_features(
     client: aioredis.Redis, names: Names, wanted: Sequence[tuple[str, str]]
 ) -> list[OnlineVector]:
     """Vectors for ``(view, entity)`` pairs in one pipelined round trip, in order; empty when unknown."""
-    if len(wanted) == 1:  # one key: a plain HGETALL skips the pipeline's bookkeeping (~40% of a read)
+    if len(wanted) == 1:  # one key: a plain HMGET skips the pipeline's bookkeeping (~40% of a read)
         view, entity = wanted[0]
-        raw_one: dict[bytes, bytes] = await client.hgetall(feature_key(names, view, entity))  # type: ignore[assignment]
-        return [OnlineVector.from_hash(raw_one)]
+        reply = await client.hmget(feature_key(names, view, entity), _FIELDS)
+        packed, as_of = cast(list[bytes | None], reply)  # decode_responses is off: bytes or None
+        return [OnlineVector.from_fields(packed, as_of)]
     async with client.pipeline(transaction=False) as pipe:
         for view, entity in wanted:
-            pipe.hgetall(feature_key(names, view, entity))
+            pipe.hmget(feature_key(names, view, entity), _FIELDS)
         raw = await pipe.execute()
-    return [OnlineVector.from_hash(item) for item in raw]
+    return [OnlineVector.from_fields(packed, as_of) for packed, as_of in raw]

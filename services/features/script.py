@@ -40,7 +40,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from services.features.views import Agg, FeatureView, categorical, numeric
-from shared.online import AS_OF_FIELD, feature_key
+from shared.online import AS_OF_FIELD, VALUES_FIELD, feature_key
 from shared.subjects import Names
 
 
@@ -270,7 +270,7 @@ for _, ent in ipairs(order) do
     end
     local l1, l2 = st.l1, st.l2
     local Ts = string.format('%d', T)
-    local out = {SPEC.as_of, Ts}
+    local values = {}
     for _, f in ipairs(SPEC.features) do
       local kind, value = f[2], nil
       if kind == 'distinct_count' then
@@ -308,12 +308,10 @@ for _, ent in ipairs(order) do
         end
       end
       if value == nil then value = f[3] end
-      -- a Lua number reaches Redis as %.17g: exact, and what float() reads back
-      out[#out + 1] = f[1]
-      out[#out + 1] = value
+      values[f[1]] = value  -- cmsgpack keeps a double exact (an integral one as an integer)
     end
     local O = KEYS[kb + 3]
-    redis.call('HSET', O, unpack(out))
+    redis.call('HSET', O, SPEC.values, cmsgpack.pack(values), SPEC.as_of, Ts)
     redis.call('PEXPIRE', O, SPEC.ttl)
     redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', SPEC.ttl)
   end
@@ -352,7 +350,7 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
     distinct_windows: list[list[tuple[int, int]]] = [[] for _ in distinct_fields]
     features: list[list[Any]] = []
     for feature in view.features:
-        row: list[Any] = [f"v:{feature.name}", feature.agg.value, feature.default]
+        row: list[Any] = [feature.name, feature.agg.value, feature.default]
         if feature.agg == Agg.DISTINCT_COUNT:
             assert feature.field is not None and feature.window is not None
             d = distinct_fields.index(feature.field)
@@ -376,6 +374,7 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
         "distinct": distinct_windows,
         "recency": any(f.agg in (Agg.LAST, Agg.TIME_SINCE_LAST) for f in view.features),
         "features": features,
+        "values": VALUES_FIELD,
         "as_of": AS_OF_FIELD,
         "inline_max": inline_max,
     }

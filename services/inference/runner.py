@@ -24,7 +24,7 @@ from services.inference.metrics import InferenceMetrics, VariantMetrics
 from services.inference.policy import BatchPolicy
 from shared.errors import Unavailable
 from shared.messages import Scalar
-from shared.online import OnlineVector, feature_key
+from shared.online import OnlineVector, read_online_features
 from shared.registry import ModelVersion
 from shared.subjects import Names
 
@@ -61,41 +61,29 @@ class OnlineStore:
         self.redis = redis
         self.names = names
         self.timeout_s = timeout_s
-        self._field_cache: dict[tuple[str, ...], list[str]] = {}
 
     async def read(
         self, wanted: Sequence[Lookup], fields_by_view: Mapping[str, Sequence[str]]
     ) -> dict[Lookup, OnlineVector] | None:
         """The vectors found (only the fields the model uses), or ``None`` when the store did not answer in time.
 
-        One pipelined round trip of ``HMGET <ns>:fv:<view>:{<entity>} v:<field>...`` (the
-        layout of :mod:`shared.online`); asking only for the values the model reads keeps
-        both Redis's work and the parsing here to what is needed.
+        One pipelined round trip through :func:`shared.online.read_online_features`, the reader
+        of the layout the features service writes.
         """
         if not wanted:
             return {}
         try:
             async with asyncio.timeout(self.timeout_s):
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for view, entity in wanted:
-                        pipe.hmget(feature_key(self.names, view, entity), self._value_fields(fields_by_view[view]))
-                    replies = await pipe.execute()
+                stored = await read_online_features(self.redis, self.names, wanted)
         except (RedisError, OSError, TimeoutError) as error:
             log.warning("online_store_unavailable", error=str(error) or type(error).__name__)
             return None
         found: dict[Lookup, OnlineVector] = {}
-        for (view, entity), raw in zip(wanted, replies, strict=True):
-            values = {name: float(v) for name, v in zip(fields_by_view[view], raw, strict=True) if v is not None}
+        for (view, entity), vector in zip(wanted, stored, strict=True):
+            values = {name: vector.values[name] for name in fields_by_view[view] if name in vector.values}
             if values:
-                found[(view, entity)] = OnlineVector(values)
+                found[(view, entity)] = OnlineVector(values, vector.as_of_ms)
         return found
-
-    def _value_fields(self, fields: Sequence[str]) -> list[str]:
-        key = tuple(fields)
-        cached = self._field_cache.get(key)
-        if cached is None:
-            cached = self._field_cache[key] = [f"v:{name}" for name in fields]
-        return cached
 
 
 class LoadedVersion:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
+from typing import cast
 
 import msgpack
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from services.features.catalog import load_views
 from services.features.script import Outcome, ViewScript, render_lua
-from shared.online import OnlineVector, feature_key
+from shared.online import AS_OF_FIELD, VALUES_FIELD, OnlineVector, feature_key
 from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.features.reference import Ev, accepted, brute_vector, close
@@ -49,7 +50,9 @@ def _run(
 
 
 def _online(client: redis.Redis, names: Names, entity: str) -> OnlineVector:
-    return OnlineVector.from_hash(client.hgetall(feature_key(names, VIEW.name, entity)))  # type: ignore[arg-type]
+    reply = client.hmget(feature_key(names, VIEW.name, entity), [VALUES_FIELD, AS_OF_FIELD])
+    packed, as_of = cast(list[bytes | None], reply)
+    return OnlineVector.from_fields(packed, as_of)
 
 
 @settings(max_examples=120, deadline=None)
