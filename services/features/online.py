@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 import structlog
@@ -19,13 +18,15 @@ from shared.subjects import Names
 log = structlog.get_logger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    """What one (event, view) call did."""
+class Applied(NamedTuple):
+    """What one (event, view) call did (a named tuple: one is made per event and view)."""
 
     view: str
     ts: int
     outcome: Outcome
+
+
+_OUTCOMES = tuple(Outcome)  # by code: the script's codes are the outcomes' values, from 0
 
 
 class OnlineWriter:
@@ -43,17 +44,30 @@ class OnlineWriter:
         the previous batch is still being written, with the loop handed back between calls)."""
         # per view, each entity's events together (in stream order): entities are independent, and
         # a call reads and writes an entity's state once however many of its events it carries
-        by_entity: dict[ViewScript, dict[str, list[EntityEvent]]] = {}
+        by_type: dict[str, list[Event]] = {}
         for event in events:
-            for script in self.by_source.get(event.type, ()):
-                entity = script.view.entity_of(event.entity, event.data)
-                if entity is not None:
+            typed = by_type.get(event.type)
+            if typed is None:
+                by_type[event.type] = [event]
+            else:
+                typed.append(event)
+        for event_type, typed in by_type.items():
+            for script in self.by_source.get(event_type, ()):
+                entity_of = script.view.entity_of
+                groups: dict[str, list[EntityEvent]] = {}
+                for event in typed:
+                    entity = entity_of(event.entity, event.data)
+                    if entity is None:
+                        continue
                     item = (entity, event.id, event.ts, event.data)
-                    by_entity.setdefault(script, {}).setdefault(entity, []).append(item)
-        for script, groups in by_entity.items():
-            run = [item for group in groups.values() for item in group]
-            for start in range(0, len(run), EVENTS_PER_CALL):
-                yield ScriptCall(script, run[start : start + EVENTS_PER_CALL])
+                    group = groups.get(entity)
+                    if group is None:
+                        groups[entity] = [item]
+                    else:
+                        group.append(item)
+                run = [item for group in groups.values() for item in group]
+                for start in range(0, len(run), EVENTS_PER_CALL):
+                    yield ScriptCall(script, run[start : start + EVENTS_PER_CALL])
 
     async def apply(self, events: Sequence[Event]) -> list[Applied]:
         """Apply ``events`` in order; each event is applied once (idempotent on its id), atomically
@@ -82,8 +96,7 @@ class OnlineWriter:
                 raise result  # the server refused the work (OOM, loading, ...): retry the batch
             else:
                 applied += [
-                    Applied(view, ts, Outcome(int(code)))
-                    for (_, _, ts, _), code in zip(call.events, result, strict=True)
+                    Applied(view, ts, _OUTCOMES[code]) for (_, _, ts, _), code in zip(call.events, result, strict=True)
                 ]
         return applied
 

@@ -32,6 +32,7 @@ needs them on one Redis (a primary, as ``shared.online.open_redis`` connects to)
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any
@@ -387,6 +388,11 @@ def state_key(names: Names, view: str, entity: str) -> str:
 
 
 def _number_arg(value: Any) -> str:
+    """A numeric field as the script reads it: ``repr`` of the float, ``""`` when not a finite number."""
+    if type(value) is float:  # the common cases first, without numeric()'s isinstance checks
+        return repr(value) if math.isfinite(value) else ""
+    if type(value) is int:
+        return repr(float(value))
     x = numeric(value)
     return "" if x is None else repr(x)
 
@@ -411,18 +417,27 @@ class ViewScript:
         self.script: AsyncScript = client.register_script(render_lua(view, inline_max=inline_max))
         self._fields = view.numeric_fields
         self._distinct = view.distinct_fields
+        # the key layout's text around the entity, so a call's keys are three concatenations each
+        self._state_head = state_key(names, view.name, "")[:-1]
+        self._online_head = feature_key(names, view.name, "")[:-1]
+        self._distinct_tails = tuple(f"}}:d:{name}" for name in self._distinct)
 
     def call_args(self, events: Sequence[EntityEvent]) -> tuple[list[str], list[str]]:
         """Keys and arguments of one call over ``(entity, event id, ts, data)`` items, in order."""
         keys: list[str] = []
         args: list[str] = []
+        state_head, online_head, distinct_tails = self._state_head, self._online_head, self._distinct_tails
+        fields, distinct = self._fields, self._distinct
         for entity, event_id, ts, data in events:
-            state = state_key(self.names, self.view.name, entity)
-            keys += (f"{state}:w", f"{state}:ids", feature_key(self.names, self.view.name, entity))
-            keys += [f"{state}:d:{name}" for name in self._distinct]
+            state = state_head + entity
+            keys += (state + "}:w", state + "}:ids", online_head + entity + "}")
+            for tail in distinct_tails:
+                keys.append(state + tail)
             args += (event_id, str(int(ts)))
-            args += [_number_arg(data.get(name)) for name in self._fields]
-            args += [categorical(data.get(name)) or "" for name in self._distinct]
+            for name in fields:
+                args.append(_number_arg(data.get(name)))
+            for name in distinct:
+                args.append(categorical(data.get(name)) or "")
         return keys, args
 
     async def load(self, client: aioredis.Redis) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis.asyncio as aioredis
 
-from services.features.online import OnlineWriter
-from services.features.script import EVENTS_PER_CALL
+from services.features.online import _OUTCOMES, OnlineWriter
+from services.features.script import EVENTS_PER_CALL, Outcome
 from shared.messages import Event
 from shared.subjects import Names
 from tests.features.strategies import all_aggs_view
@@ -34,3 +34,7 @@ def test_a_long_run_is_split_into_bounded_calls() -> None:
     laid_out = [event_id for call in calls for _, event_id, _, _ in call.events]
     grouped = [e.id for card in range(7) for e in events if e.entity == f"card{card}"]
     assert laid_out == grouped
+
+
+def test_outcomes_are_indexed_by_the_script_codes() -> None:
+    assert [outcome.value for outcome in _OUTCOMES] == list(range(len(Outcome)))
