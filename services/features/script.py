@@ -56,8 +56,15 @@ _BODY = r"""
 local NF, ND = #SPEC.fields, #SPEC.distinct
 local SK, SA = 3 + ND, 2 + NF + ND
 local W = SPEC.windows
+local NW = #W
 local floor = math.floor
-local seen, order, codes = {}, {}, {}
+local seen, order, codes, xs = {}, {}, {}, {}
+local FEATURES = SPEC.features
+local NFEAT = #FEATURES
+-- Scratch tables reused from entity to entity within the call (every slot is written before
+-- it is read), instead of new ones grown slot by slot for every entity: the feature map (every
+-- feature is set at every write), the window totals, the distinct counts.
+local values, agg, totals, distinct, starts = {}, {}, {}, {}, {}
 
 local function new_bucket()
   local b = {0}
@@ -143,17 +150,22 @@ for e = 0, #ARGV / SA - 1 do
     codes[e + 1] = 0
     ent.dirty = true
     if (not T) or ts > T then T = ts; st.t = ts end
-    for i, w in ipairs(W) do
-      local b, n = w[1], w[2]
+    for j = 1, NF do
+      local raw = ARGV[ab + 2 + j]
+      xs[j] = raw ~= '' and tonumber(raw)  -- false: the event lacks the field
+    end
+    for i = 1, NW do
+      local w = W[i]
+      local b = w[1]
       local bno = floor(ts / b)
-      if bno > floor(T / b) - n then
-        local cur = st.b[i][bno]
-        if not cur then cur = new_bucket(); st.b[i][bno] = cur end
+      if bno > floor(T / b) - w[2] then
+        local bs = st.b[i]
+        local cur = bs[bno]
+        if not cur then cur = new_bucket(); bs[bno] = cur end
         cur[1] = cur[1] + 1
         for j = 1, NF do
-          local raw = ARGV[ab + 2 + j]
-          if raw ~= '' then
-            local x = tonumber(raw)
+          local x = xs[j]
+          if x then
             local o = 1 + (j - 1) * 5
             if cur[o + 1] == 0 then cur[o + 4] = x; cur[o + 5] = x
             else
@@ -208,40 +220,45 @@ for _, ent in ipairs(order) do
       end
       redis.call('PEXPIRE', KEYS[kb + 2], SPEC.ttl)
     end
-    local agg = {}
-    for i, w in ipairs(W) do
-      local b, n = w[1], w[2]
-      local lo = floor(T / b) - n + 1
-      local total = new_bucket()
-      local kept, ks = {}, {}
-      for k, bucket in pairs(st.b[i]) do
-        if k >= lo then kept[k] = bucket; ks[#ks + 1] = k end
+    for i = 1, NW do
+      local w = W[i]
+      local lo = floor(T / w[1]) - w[2] + 1
+      local bs = st.b[i]
+      local ks, nk = {}, 0
+      for k in pairs(bs) do
+        if k < lo then bs[k] = nil else nk = nk + 1; ks[nk] = k end
       end
-      table.sort(ks)  -- sums in bucket order, so equal states give bit-equal features
-      for _, k in ipairs(ks) do
-        local bucket = kept[k]
-        total[1] = total[1] + bucket[1]
-        for j = 1, NF do
-          local o = 1 + (j - 1) * 5
-          local c = bucket[o + 1]
-          if c > 0 then
-            if total[o + 1] == 0 then total[o + 4] = bucket[o + 4]; total[o + 5] = bucket[o + 5]
-            else
-              if bucket[o + 4] < total[o + 4] then total[o + 4] = bucket[o + 4] end
-              if bucket[o + 5] > total[o + 5] then total[o + 5] = bucket[o + 5] end
+      if nk == 1 then
+        agg[i] = bs[ks[1]]  -- read only below
+      else
+        table.sort(ks)  -- sums in bucket order, so equal states give bit-equal features
+        local total = totals[i]
+        if not total then total = {}; totals[i] = total end
+        for j = 1, 1 + NF * 5 do total[j] = 0 end
+        for q = 1, nk do
+          local bucket = bs[ks[q]]
+          total[1] = total[1] + bucket[1]
+          for j = 1, NF do
+            local o = 1 + (j - 1) * 5
+            local c = bucket[o + 1]
+            if c > 0 then
+              if total[o + 1] == 0 then total[o + 4] = bucket[o + 4]; total[o + 5] = bucket[o + 5]
+              else
+                if bucket[o + 4] < total[o + 4] then total[o + 4] = bucket[o + 4] end
+                if bucket[o + 5] > total[o + 5] then total[o + 5] = bucket[o + 5] end
+              end
+              total[o + 1] = total[o + 1] + c
+              total[o + 2] = total[o + 2] + bucket[o + 2]
+              total[o + 3] = total[o + 3] + bucket[o + 3]
             end
-            total[o + 1] = total[o + 1] + c
-            total[o + 2] = total[o + 2] + bucket[o + 2]
-            total[o + 3] = total[o + 3] + bucket[o + 3]
           end
         end
+        agg[i] = total
       end
-      st.b[i] = kept
-      agg[i] = total
     end
-    local distinct = {}
     for d, spec in ipairs(SPEC.distinct) do
-      local counts = {}
+      local counts = distinct[d]
+      if not counts then counts = {}; distinct[d] = counts end
       if st.ds[d] then
         local D = KEYS[kb + 3 + d]
         if advanced then
@@ -253,7 +270,6 @@ for _, ent in ipairs(order) do
         redis.call('PEXPIRE', D, SPEC.ttl)
       else
         local lowest = lowest_start(spec, T)
-        local starts = {}
         for f = 1, #spec do
           starts[f] = window_start(spec[f], T)
           counts[f] = 0
@@ -267,12 +283,11 @@ for _, ent in ipairs(order) do
           end
         end
       end
-      distinct[d] = counts
     end
     local l1, l2 = st.l1, st.l2
     local Ts = string.format('%d', T)
-    local values = {}
-    for _, f in ipairs(SPEC.features) do
+    for q = 1, NFEAT do
+      local f = FEATURES[q]
       local kind, value = f[2], nil
       if kind == 'distinct_count' then
         local c = distinct[f[4]][f[5]]
