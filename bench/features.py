@@ -289,18 +289,28 @@ async def main(quick: bool) -> dict[str, Any]:
 
 
 async def paced(namespace: str, first: int, rate: float, seconds: float) -> int:
-    """Publish ``rate`` events/s stamped with the current time for ``seconds``; how many were sent."""
+    """Publish ``rate`` events/s stamped with the current time for ``seconds``; how many were sent.
+
+    The events are made before the clock starts, so the publisher's own CPU (it shares the two
+    cores with the replica and the servers) is a stamp, an encode and a publish per event: making
+    one (``make_event``) costs about 23 us here, a fifth of what the replica spends on it.
+    """
     common = CommonSettings.from_env(os.environ, service="features", default_http_port=0)
     names = Names(namespace)
     rng = random.Random(2)
+    events = [make_event(first + k, rng, 0) for k in range(int(rate * seconds) + 1)]
+    subject = names.norm("transaction")
     sent = 0
     async with connect(common.nats_url, name="bench-features-publisher") as nc:
         started = time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds:
-            due = int(elapsed * rate) - sent
+            due = min(int(elapsed * rate), len(events)) - sent
             if due > 0:
                 ts = int(time.time() * 1000)
-                await publish(nc, names, [make_event(first + sent + k, rng, ts) for k in range(due)])
+                for event in events[sent : sent + due]:
+                    event["ts"] = ts
+                    await nc.publish(subject, encode(event), headers={"Nats-Msg-Id": event["id"]})
+                await nc.flush()
                 sent += due
             await asyncio.sleep(0.001)
     return sent

@@ -63,14 +63,9 @@ local FEATURES = SPEC.features
 local NFEAT = #FEATURES
 -- Scratch tables reused from entity to entity within the call (every slot is written before
 -- it is read), instead of new ones grown slot by slot for every entity: the feature map (every
--- feature is set at every write), the window totals, the distinct counts.
-local values, agg, totals, distinct, starts = {}, {}, {}, {}, {}
-
-local function new_bucket()
-  local b = {0}
-  for j = 1, NF * 5 do b[1 + j] = 0 end
-  return b
-end
+-- feature is set at every write), the window totals, the distinct counts, a window's bucket
+-- numbers (emptied after each use, so its length is what was put in).
+local values, agg, totals, distinct, starts, ks = {}, {}, {}, {}, {}, {}
 
 -- the first instant of window w = {bucket ms, buckets} as of T: its oldest bucket's start
 local function window_start(w, T)
@@ -224,7 +219,7 @@ for _, ent in ipairs(order) do
       local w = W[i]
       local lo = floor(T / w[1]) - w[2] + 1
       local bs = st.b[i]
-      local ks, nk = {}, 0
+      local nk = 0
       for k in pairs(bs) do
         if k < lo then bs[k] = nil else nk = nk + 1; ks[nk] = k end
       end
@@ -255,6 +250,7 @@ for _, ent in ipairs(order) do
         end
         agg[i] = total
       end
+      for q = 1, nk do ks[q] = nil end
     end
     for d, spec in ipairs(SPEC.distinct) do
       local counts = distinct[d]
@@ -394,7 +390,13 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
         "as_of": AS_OF_FIELD,
         "inline_max": inline_max,
     }
-    return f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n{_BODY}"
+    # a bucket: the event count, then per numeric field count, sum, sum of squares, min, max; a
+    # constructor of that size allocates it once (filling {0} slot by slot grew it three times)
+    zeros = ", ".join(["0"] * (1 + 5 * len(fields)))
+    return (
+        f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n"
+        f"local function new_bucket() return {{{zeros}}} end\n{_BODY}"
+    )
 
 
 def state_key(names: Names, view: str, entity: str) -> str:
