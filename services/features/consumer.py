@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -117,16 +118,20 @@ class BatchConsumer:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Store batch after batch, in stream order. The next batch is gathered and prepared while
-        the current one is stored; a batch's unordered store and then its acks may still be under
-        way while the next batch is stored (so the consumer needs three batches of ack-pending
-        room: the one finishing, the one stored, the one gathered)."""
+        the current one is stored; batches whose unordered store and then acks are still under way
+        ("finishing") may hold up to a batch's worth of messages between them (many small batches
+        at a moderate rate, while their offline rows wait to be written together), so a replica
+        keeps within three batches of ack-pending room: finishing, being stored, gathered behind.
+        With less room than that configured, one batch finishes at a time."""
         if self._pump is None:
             await self.ensure()
         assert self._pump is not None
         idle = asyncio.Event()  # set while no batch is being stored
         idle.set()
         upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
-        finishing: asyncio.Task[None] | None = None  # the previous batch: unordered store, then acks
+        finishing: deque[tuple[int, asyncio.Task[None]]] = deque()  # (messages, unordered store then acks)
+        finishing_msgs = 0
+        room = min(self.spec.max_ack_pending - 2 * self.spec.batch_size, self.spec.batch_size)
         try:
             while not stop.is_set():
                 msgs, batch = await upcoming
@@ -143,12 +148,15 @@ class BatchConsumer:
                         await beside
                     return  # stopping with the batch unstored: it is redelivered later
                 idle.set()
-                if finishing is not None:
-                    await finishing  # at most one batch finishing behind the one being stored
-                finishing = asyncio.create_task(_ack_when_stored(msgs, beside))
+                while finishing and (finishing[0][1].done() or finishing_msgs + len(msgs) > max(room, 0)):
+                    count, task = finishing.popleft()
+                    await task
+                    finishing_msgs -= count
+                finishing.append((len(msgs), asyncio.create_task(_ack_when_stored(msgs, beside))))
+                finishing_msgs += len(msgs)
         finally:
-            if finishing is not None:
-                await finishing
+            for _, task in finishing:
+                await task
             await self._hand_back(upcoming)
 
     async def _next_prepared(self, pump: PullPump, idle: asyncio.Event) -> tuple[list[Msg], Any]:

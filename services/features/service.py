@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from services.features import offline
 from services.features.consumer import SLICE, BatchConsumer, ConsumerSpec
+from services.features.grouped import GroupedWrites
 from services.features.online import OnlineWriter, read_vectors
 from services.features.rows import event_row, label_row
 from services.features.script import Outcome, ScriptCall
@@ -70,6 +71,7 @@ class FeaturesService(Service):
         self.redis: aioredis.Redis
         self.pool: asyncpg.Pool
         self.writer: OnlineWriter
+        self.offline_events: GroupedWrites
         self.consumers: dict[str, BatchConsumer] = {}
         self.pending: dict[str, int] = {}
         m = self.metrics
@@ -102,6 +104,10 @@ class FeaturesService(Service):
         )
         await offline.ensure_tables(self.pool)
         await offline.register_views(self.pool, self.views.values())
+        self.offline_events = GroupedWrites(
+            lambda rows: offline.write_events(self.pool, rows),
+            linger_s=self.settings.offline_linger_s, max_rows=self.settings.batch_size,
+        )  # fmt: skip
         self.writer = OnlineWriter(self.redis, self.names, self.views)
         s = self.settings
 
@@ -173,7 +179,7 @@ class FeaturesService(Service):
     # still running while the next batch's online store goes ahead.
     async def _store_offline(self, batch: EventBatch) -> None:
         if batch.rows:
-            await offline.write_events(self.pool, batch.rows)
+            await self.offline_events.write(batch.rows)
             self.offline_rows.labels("features_events").inc(len(batch.rows))
 
     async def _store_online(self, batch: EventBatch) -> None:

@@ -30,6 +30,7 @@ class FeaturesSettings:
     max_entities: int = 1000
     retry_max_s: float = 5.0
     max_ack_pending: int = 0  # 0: three batches (finishing, being stored, gathered behind)
+    offline_linger_s: float = 0.05  # how long an offline write waits to take later batches' rows along
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeaturesSettings:
@@ -44,4 +45,5 @@ class FeaturesSettings:
             max_entities=read_int(env, "RTML_FEATURES_MAX_ENTITIES", 1000, minimum=1, maximum=100_000),
             retry_max_s=read_float(env, "RTML_FEATURES_RETRY_MAX_S", 5.0, minimum=0.1, maximum=300),
             max_ack_pending=read_int(env, "RTML_FEATURES_MAX_ACK_PENDING", 0, minimum=0, maximum=1_000_000),
+            offline_linger_s=read_float(env, "RTML_FEATURES_OFFLINE_LINGER_S", 0.05, minimum=0, maximum=5),
         )

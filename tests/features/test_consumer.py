@@ -1,0 +1,86 @@
+"""The batch consumer on the real NATS: online stores go on while offline writes lag, within bounds."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+from collections.abc import Awaitable, Callable
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from prometheus_client import CollectorRegistry, Counter
+
+from services.features.consumer import BatchConsumer, ConsumerSpec
+from shared.subjects import Names
+
+BATCH = 10
+BURST = 4
+TOTAL = 25
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {timeout_s} s")
+
+
+async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_messages(nc: Client, names: Names) -> None:
+    js = nc.jetstream()
+    subject = f"{names.namespace}.norm.bounded{secrets.token_hex(3)}"
+    spec = ConsumerSpec(
+        stream=names.stream("norm"), durable=f"bounded_{secrets.token_hex(3)}", subject=subject,
+        batch_size=BATCH, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=3 * BATCH,
+    )  # fmt: skip
+    online: list[bytes] = []
+    offline: list[bytes] = []
+    offline_open = asyncio.Event()
+
+    async def prepare(msgs: list[Msg]) -> list[bytes]:
+        return [msg.data for msg in msgs]
+
+    async def store_online(batch: list[bytes]) -> None:
+        online.extend(batch)
+
+    async def store_offline(batch: list[bytes]) -> None:
+        await offline_open.wait()  # Postgres slow: rows wait to be written together
+        offline.extend(batch)
+
+    failures = Counter("failures", "store failures", registry=CollectorRegistry())
+    consumer = BatchConsumer(nc, spec, prepare, store_online, failures, store_unordered=store_offline)
+    await consumer.ensure()
+    stop = asyncio.Event()
+    running = asyncio.create_task(consumer.run(stop))
+
+    try:
+        # small bursts, each stored online at once as a small batch; with the offline writes held
+        # back, the batches stored online wait to finish (unacked) until they would hold more than
+        # a batch of messages between them, and then the online store waits too
+        for first in range(0, TOTAL, BURST):
+            for i in range(first, min(first + BURST, TOTAL)):
+                await js.publish(subject, str(i).encode())
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert BATCH < len(online) <= 2 * BATCH < TOTAL  # past one finishing batch, within the bound
+        assert offline == []
+        info = await js.consumer_info(spec.stream, spec.durable)
+        assert info.ack_floor.consumer_seq == 0  # nothing acked before its offline write
+
+        offline_open.set()
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(spec.stream, spec.durable)
+            return bool(info.num_ack_pending == 0 and info.num_pending == 0 and info.ack_floor.consumer_seq >= TOTAL)
+
+        await _until(all_acked)
+        assert online == [str(i).encode() for i in range(TOTAL)]  # in stream order
+        assert sorted(offline, key=int) == online
+    finally:
+        stop.set()
+        offline_open.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(running, timeout=5)
+        await consumer.close()
+        await js.delete_consumer(spec.stream, spec.durable)
