@@ -40,7 +40,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from services.features.views import Agg, FeatureView, categorical, numeric
+from services.features.views import Agg, FeatureView, Window, categorical, numeric
 from shared.online import AS_OF_FIELD, VALUES_FIELD, feature_key
 from shared.subjects import Names
 
@@ -57,7 +57,7 @@ local NF, ND = #SPEC.fields, #SPEC.distinct
 local SK, SA = 3 + ND, 2 + NF + ND
 local W = SPEC.windows
 local NW = #W
-local floor = math.floor
+local LATENESS, TTL, INLINE_MAX = SPEC.lateness, SPEC.ttl, SPEC.inline_max
 local seen, order, codes, xs = {}, {}, {}, {}
 local FEATURES = SPEC.features
 local NFEAT = #FEATURES
@@ -67,17 +67,19 @@ local NFEAT = #FEATURES
 -- numbers (emptied after each use, so its length is what was put in).
 local values, agg, totals, distinct, starts, ks = {}, {}, {}, {}, {}, {}
 
--- the first instant of window w = {bucket ms, buckets} as of T: its oldest bucket's start
+-- The first instant of window w = {bucket ms b, buckets n, (n - 1) * b} as of T: its oldest
+-- bucket's start, floor(T / b) * b - (n - 1) * b. Bucket arithmetic is written with % (floored in
+-- Lua, so T - T % b is floor(T / b) * b, exactly, for the integer times used): no C call.
 local function window_start(w, T)
-  return (floor(T / w[1]) - w[2] + 1) * w[1]
+  return T - T % w[1] - w[3]
 end
 
 -- the lowest first-instant among a distinct field's windows as of T
 local function lowest_start(spec, T)
-  local lowest
-  for f = 1, #spec do
+  local lowest = window_start(spec[1], T)
+  for f = 2, #spec do
     local start = window_start(spec[f], T)
-    if (not lowest) or start < lowest then lowest = start end
+    if start < lowest then lowest = start end
   end
   return lowest
 end
@@ -91,7 +93,7 @@ local function applied_before(ent, id, ts)
   if st.i[id] then return true end
   st.i[id] = ts
   ent.ni = ent.ni + 1
-  if ent.ni > SPEC.inline_max then
+  if ent.ni > INLINE_MAX then
     local args = {}
     for known, at in pairs(st.i) do args[#args + 1] = at; args[#args + 1] = known end
     redis.call('ZADD', KEYS[ent.kb + 2], 'NX', unpack(args))
@@ -137,7 +139,7 @@ for e = 0, #ARGV / SA - 1 do
   local st = ent.st
   local id, ts = ARGV[ab + 1], tonumber(ARGV[ab + 2])
   local T = st.t
-  if T and ts < T - SPEC.lateness then
+  if T and ts < T - LATENESS then
     codes[e + 1] = 2
   elseif applied_before(ent, id, ts) then
     codes[e + 1] = 1
@@ -152,8 +154,8 @@ for e = 0, #ARGV / SA - 1 do
     for i = 1, NW do
       local w = W[i]
       local b = w[1]
-      local bno = floor(ts / b)
-      if bno > floor(T / b) - w[2] then
+      local bno = (ts - ts % b) / b
+      if bno > (T - T % b) / b - w[2] then
         local bs = st.b[i]
         local cur = bs[bno]
         if not cur then cur = new_bucket(); bs[bno] = cur end
@@ -176,7 +178,7 @@ for e = 0, #ARGV / SA - 1 do
     end
     for d, spec in ipairs(SPEC.distinct) do
       -- value -> its latest event time: a value is in a window as of T when its latest
-      -- time is at or after the window's first bucket, (floor(T/b) - n + 1) * b
+      -- time is at or after the window's first instant
       local value = ARGV[ab + 2 + NF + d]
       if value ~= '' and ts >= lowest_start(spec, T) then
         local inline = st.d[d]
@@ -187,7 +189,7 @@ for e = 0, #ARGV / SA - 1 do
         else
           inline[value] = ts
           ent.nd[d] = ent.nd[d] + 1
-          if ent.nd[d] > SPEC.inline_max then spill_distinct(ent, d) end
+          if ent.nd[d] > INLINE_MAX then spill_distinct(ent, d) end
         end
       end
     end
@@ -207,17 +209,18 @@ for _, ent in ipairs(order) do
     local advanced = (not ent.oldT) or T > ent.oldT
     if st.i then
       for known, at in pairs(st.i) do
-        if at < T - SPEC.lateness then st.i[known] = nil end
+        if at < T - LATENESS then st.i[known] = nil end
       end
     else
       if advanced then
-        redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - SPEC.lateness))
+        redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - LATENESS))
       end
-      redis.call('PEXPIRE', KEYS[kb + 2], SPEC.ttl)
+      redis.call('PEXPIRE', KEYS[kb + 2], TTL)
     end
     for i = 1, NW do
       local w = W[i]
-      local lo = floor(T / w[1]) - w[2] + 1
+      local b = w[1]
+      local lo = (T - T % b) / b - w[2] + 1
       local bs = st.b[i]
       local nk = 0
       for k in pairs(bs) do
@@ -263,7 +266,7 @@ for _, ent in ipairs(order) do
         for f = 1, #spec do
           counts[f] = redis.call('ZCOUNT', D, string.format('%d', window_start(spec[f], T)), '+inf')
         end
-        redis.call('PEXPIRE', D, SPEC.ttl)
+        redis.call('PEXPIRE', D, TTL)
       else
         local lowest = lowest_start(spec, T)
         for f = 1, #spec do
@@ -294,7 +297,7 @@ for _, ent in ipairs(order) do
       elseif kind == 'time_since_last' then
         if l2 then
           local w = f[4]
-          if (not w) or floor(l2[1] / w[1]) > floor(T / w[1]) - w[2] then value = l1[1] - l2[1] end
+          if (not w) or l2[1] >= window_start(w, T) then value = l1[1] - l2[1] end
         end
       else
         local total = agg[f[4]]
@@ -324,8 +327,8 @@ for _, ent in ipairs(order) do
     end
     local O = KEYS[kb + 3]
     redis.call('HSET', O, SPEC.values, cmsgpack.pack(values), SPEC.as_of, Ts)
-    redis.call('PEXPIRE', O, SPEC.ttl)
-    redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', SPEC.ttl)
+    redis.call('PEXPIRE', O, TTL)
+    redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', TTL)
   end
 end
 return codes
@@ -354,26 +357,32 @@ def _lua(value: Any) -> str:
 INLINE_MAX = 64
 
 
+def _window(window: Window) -> tuple[int, int, int]:
+    """A window as the script takes it: bucket ms, buckets, and the span from the oldest bucket's
+    start to the newest's."""
+    return (window.bucket_ms, window.buckets, (window.buckets - 1) * window.bucket_ms)
+
+
 def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
     """The view's script: a ``SPEC`` table, then the generic body."""
     windows = view.windows
     fields = view.numeric_fields
     distinct_fields = view.distinct_fields
-    distinct_windows: list[list[tuple[int, int]]] = [[] for _ in distinct_fields]
+    distinct_windows: list[list[tuple[int, int, int]]] = [[] for _ in distinct_fields]
     features: list[list[Any]] = []
     for feature in view.features:
         row: list[Any] = [feature.name, feature.agg.value, feature.default]
         if feature.agg == Agg.DISTINCT_COUNT:
             assert feature.field is not None and feature.window is not None
             d = distinct_fields.index(feature.field)
-            distinct_windows[d].append((feature.window.bucket_ms, feature.window.buckets))
+            distinct_windows[d].append(_window(feature.window))
             row += [d + 1, len(distinct_windows[d])]
         elif feature.agg == Agg.LAST:
             assert feature.field is not None
             row += [fields.index(feature.field) + 1]
         elif feature.agg == Agg.TIME_SINCE_LAST:
             w = feature.window
-            row += [None if w is None else (w.bucket_ms, w.buckets)]
+            row += [None if w is None else _window(w)]
         else:
             assert feature.window is not None
             row += [windows.index(feature.window) + 1, 0 if feature.field is None else fields.index(feature.field) + 1]
@@ -382,7 +391,7 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
         "lateness": view.lateness_ms,
         "ttl": view.ttl_ms,
         "fields": list(fields),
-        "windows": [(w.bucket_ms, w.buckets) for w in windows],
+        "windows": [_window(w) for w in windows],
         "distinct": distinct_windows,
         "recency": any(f.agg in (Agg.LAST, Agg.TIME_SINCE_LAST) for f in view.features),
         "features": features,
