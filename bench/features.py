@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import random
@@ -48,6 +47,7 @@ from shared.online import (
     open_redis,
     read_online_features,
 )
+from shared.runtime import tune_collector
 from shared.settings import CommonSettings
 from shared.subjects import Names
 
@@ -185,7 +185,7 @@ async def main(quick: bool) -> dict[str, Any]:
                 await svc.start()
                 # as `python -m services.features` does once started (shared.runtime.run_until_signalled);
                 # here it also takes the bench's own backlog out of the collector's way
-                gc.freeze()
+                tune_collector()
                 # sustained rate: from the first batch acked to the last (start-up left out)
                 first_at, first_acked = await wait_first_ack(js, names)
                 await wait_drained(js, names, n_backlog)

@@ -342,6 +342,25 @@ def serve(build: Callable[[Mapping[str, str]], Service]) -> NoReturn:
     raise SystemExit(asyncio.run(run_until_signalled(service)))
 
 
+# Allocations between two young-generation collections (CPython's default is 700). A service
+# allocates in batches (a features batch decodes 1,000 events, each a few containers) that live
+# until the batch is done, and every young collection walks what survives of them: with the
+# default, decoding and planning a batch cost about a quarter more (features, 20,000 events,
+# best of five: 23-25 us per event against 18-19). Reference counting still frees nearly
+# everything at once; only cyclic garbage waits longer.
+YOUNG_GENERATION_THRESHOLD = 50_000
+
+
+def tune_collector() -> None:
+    """Set the collector up for a started service: what start-up allocated (modules, clients,
+    models) lives as long as the process, so it is moved out of the generations (a full
+    collection no longer walks it), and young collections come every
+    :data:`YOUNG_GENERATION_THRESHOLD` allocations."""
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, older, oldest)
+
+
 async def run_until_signalled(service: Service) -> int:
     """Start ``service``, run until SIGTERM or SIGINT, stop it gracefully; the process exit code."""
     loop = asyncio.get_running_loop()
@@ -353,9 +372,7 @@ async def run_until_signalled(service: Service) -> int:
     except Exception as error:
         log.error("service_start_failed", error=str(error))
         return 1
-    # What start-up allocated (modules, clients, models) lives as long as the process: moved out of
-    # the collector's generations, a full collection no longer walks it, which shortens its pauses.
-    gc.freeze()
+    tune_collector()
     await stop_requested.wait()
     log.info("signal_received")
     await service.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
@@ -12,7 +13,7 @@ import pytest
 
 from shared.bus import connect, request
 from shared.errors import BadRequest, NotFound, ServiceError
-from shared.runtime import Endpoint, Request, Service
+from shared.runtime import YOUNG_GENERATION_THRESHOLD, Endpoint, Request, Service, tune_collector
 from shared.settings import CommonSettings
 from shared.tracing import TRACEPARENT, TraceContext
 
@@ -120,3 +121,14 @@ async def test_health_ready_metrics(echo: EchoService, client: Any) -> None:
     assert 'rtml_echo_requests_total{endpoint="echo"}' in text
     assert "rtml_echo_request_latency_seconds_bucket" in text
     assert 'rtml_echo_errors_total{code="404",endpoint="echo"}' in text
+
+
+def test_tune_collector_freezes_start_up_and_spaces_young_collections() -> None:
+    before = gc.get_threshold()
+    try:
+        tune_collector()
+        assert gc.get_threshold() == (YOUNG_GENERATION_THRESHOLD, before[1], before[2])
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
