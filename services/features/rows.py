@@ -45,9 +45,8 @@ def data_json(data: dict[str, Any]) -> str:
 
     orjson writes it (0.2 us for the bench's event against 4.5 us with ``json.dumps``, which
     was a tenth of the replica's CPU; a non-finite float becomes null as :func:`clean` makes
-    it); what orjson
-    refuses (a bytes key, an integer beyond 64 bits) and a NUL, which it escapes, go the
-    slow way through :func:`clean` and ``json``.
+    it); what orjson refuses (a bytes key, an integer beyond 64 bits) and a NUL, which it
+    escapes, go the slow way through :func:`clean` and ``json``.
     """
     try:
         dumped = orjson.dumps(data, default=str).decode()
