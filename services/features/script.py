@@ -12,9 +12,15 @@ order given, exactly as if each had its own call. Per event it:
 2. adds the event to its bucket in every window that still holds it, and to the
    distinct-value sets and the last-two-events record.
 
-Each entity's window state (watermark, buckets, last two events) is one msgpack
-string, read once per call and written once at its end, together with the online
-hash: every feature recomputed as of ``T`` from the buckets (see
+Each entity's window state is one msgpack map (format 2): the watermark ``t``, per
+window a flat array of bucket records (bucket number, event count, per numeric field
+count, sum, sum of squares, min, max) in bucket order, the inline ids as a msgpack
+stream of (id, time) pairs searched as bytes, per distinct field a flat array of
+(value, latest time) pairs, and the last two events. Flat arrays keep decoding and
+encoding to a few tables per entity (a table per bucket, by bucket number, was a third
+of the script's instructions); a state of the previous format is read and rewritten in
+this one. The state is read once per call and written once at its end, together with
+the online hash: every feature recomputed as of ``T`` from the buckets (see
 :mod:`services.features.windows` for the maths), in the layout of
 :mod:`shared.online`, every key's TTL refreshed. So a run of events for one hot
 entity costs one state read, one state write and one online write, and the per-call
@@ -57,15 +63,18 @@ local NF, ND = #SPEC.fields, #SPEC.distinct
 local SK, SA = 3 + ND, 2 + NF + ND
 local W = SPEC.windows
 local NW = #W
+-- a bucket's record in a window's flat array: its number, its event count, then per numeric field
+-- count, sum, sum of squares, min, max
+local R = 2 + 5 * NF
 local LATENESS, TTL, INLINE_MAX = SPEC.lateness, SPEC.ttl, SPEC.inline_max
+local FORMAT = 2
 local seen, order, codes, xs = {}, {}, {}, {}
 local FEATURES = SPEC.features
 local NFEAT = #FEATURES
 -- Scratch tables reused from entity to entity within the call (every slot is written before
 -- it is read), instead of new ones grown slot by slot for every entity: the feature map (every
--- feature is set at every write), the window totals, the distinct counts, a window's bucket
--- numbers (emptied after each use, so its length is what was put in).
-local values, agg, totals, distinct, starts, ks = {}, {}, {}, {}, {}, {}
+-- feature is set at every write), the window totals, the distinct counts, the window starts.
+local values, agg, totals, distinct, starts = {}, {}, {}, {}, {}
 
 -- The first instant of window w = {bucket ms b, buckets n, (n - 1) * b} as of T: its oldest
 -- bucket's start, floor(T / b) * b - (n - 1) * b. Bucket arithmetic is written with % (floored in
@@ -84,30 +93,91 @@ local function lowest_start(spec, T)
   return lowest
 end
 
--- Applied ids and distinct values live in the state string while an entity has few of them
--- (at most SPEC.inline_max), and in their own sorted sets once it has more ("spilled"), so
--- the common sparse entity costs no sorted-set commands.
+-- A state of format 1 (one msgpack map: buckets as one table each, by bucket number, ids and
+-- distinct values as maps), or of the format before it (ids and values always in sorted sets).
+local function upgrade(old)
+  local st = {f = FORMAT, t = old.t, l1 = old.l1, l2 = old.l2, b = {}, d = {}, ds = {}}
+  for i = 1, NW do
+    local buckets, numbers, flat = (old.b or {})[i] or {}, {}, {}
+    for k in pairs(buckets) do numbers[#numbers + 1] = k end
+    table.sort(numbers)
+    for _, k in ipairs(numbers) do
+      flat[#flat + 1] = k
+      for q = 1, R - 1 do flat[#flat + 1] = buckets[k][q] end
+    end
+    st.b[i] = flat
+  end
+  if old.i then
+    local pieces = {}
+    for id, at in pairs(old.i) do pieces[#pieces + 1] = cmsgpack.pack(id, at) end
+    st.i, st.n = table.concat(pieces), #pieces
+  end
+  for d = 1, ND do
+    local flat = {}
+    st.ds[d] = (not old.ds) or old.ds[d] == true
+    if not st.ds[d] then
+      for value, at in pairs(old.d[d] or {}) do flat[#flat + 1] = value; flat[#flat + 1] = at end
+    end
+    st.d[d] = flat
+  end
+  return st
+end
+
+-- Applied ids live in the state string while an entity has few of them (at most INLINE_MAX,
+-- counted in st.n) and in their own sorted set once it has more (st.i is then nil), so the common
+-- sparse entity costs no sorted-set commands. Inline, st.i is a msgpack stream of (id, time) pairs,
+-- searched as bytes (an id that is there appears as its own msgpack string) and decoded only when
+-- the bytes match; this call's new ids wait in ent.added (a set) and ent.pieces (their msgpack)
+-- until the write.
 local function applied_before(ent, id, ts)
   local st = ent.st
   if not st.i then return redis.call('ZADD', KEYS[ent.kb + 2], 'NX', ts, id) == 0 end
-  if st.i[id] then return true end
-  st.i[id] = ts
-  ent.ni = ent.ni + 1
-  if ent.ni > INLINE_MAX then
-    local args = {}
-    for known, at in pairs(st.i) do args[#args + 1] = at; args[#args + 1] = known end
-    redis.call('ZADD', KEYS[ent.kb + 2], 'NX', unpack(args))
-    st.i = nil
+  local added = ent.added
+  if added and added[id] then return true end
+  if st.n > 0 and string.find(st.i, cmsgpack.pack(id), 1, true) then
+    local known = {cmsgpack.unpack(st.i)}
+    for k = 1, #known, 2 do
+      if known[k] == id then return true end
+    end
   end
+  if not added then added = {}; ent.added = added; ent.pieces = {} end
+  added[id] = true
+  ent.pieces[#ent.pieces + 1] = cmsgpack.pack(id, ts)
   return false
 end
 
-local function spill_distinct(ent, d)
+-- At the write: the inline ids with this call's added, the ones past the lateness dropped once
+-- there are more than INLINE_MAX (an older event is refused as late before its id is looked at),
+-- and all of them moved to the sorted set if that still leaves too many.
+local function write_ids(ent, T, advanced)
+  local st, kb = ent.st, ent.kb
+  if not st.i then
+    if advanced then
+      redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - LATENESS))
+    end
+    redis.call('PEXPIRE', KEYS[kb + 2], TTL)
+    return
+  end
+  local pieces = ent.pieces
+  if not pieces then return end  -- no id added: the inline ones are as they were
+  local n = st.n + #pieces
+  st.i = st.i .. table.concat(pieces)
+  if n <= INLINE_MAX then st.n = n; return end
+  local known, kept = {cmsgpack.unpack(st.i)}, {}
+  for k = 1, #known, 2 do
+    if known[k + 1] >= T - LATENESS then kept[#kept + 1] = known[k]; kept[#kept + 1] = known[k + 1] end
+  end
+  n = #kept / 2
+  if n <= INLINE_MAX then
+    st.n = n
+    st.i = n > 0 and cmsgpack.pack(unpack(kept)) or ''
+    return
+  end
   local args = {}
-  for value, at in pairs(ent.st.d[d]) do args[#args + 1] = at; args[#args + 1] = value end
-  redis.call('ZADD', KEYS[ent.kb + 3 + d], 'GT', unpack(args))
-  ent.st.d[d] = {}
-  ent.st.ds[d] = true
+  for k = 1, #kept, 2 do args[k] = kept[k + 1]; args[k + 1] = kept[k] end
+  redis.call('ZADD', KEYS[kb + 2], 'NX', unpack(args))
+  redis.call('PEXPIRE', KEYS[kb + 2], TTL)
+  st.i, st.n = nil, nil
 end
 
 for e = 0, #ARGV / SA - 1 do
@@ -117,22 +187,15 @@ for e = 0, #ARGV / SA - 1 do
   if not ent then
     local raw = redis.call('GET', S)
     local st
-    if raw then st = cmsgpack.unpack(raw) else st = {b = {}, i = {}, d = {}, ds = {}} end
-    if not st.ds then  -- written before ids and values could be inline: all in sorted sets
-      st.d, st.ds = {}, {}
-      for d = 1, ND do st.ds[d] = true end
+    if raw then
+      st = cmsgpack.unpack(raw)
+      if st.f ~= FORMAT then st = upgrade(st) end
+    else
+      st = {f = FORMAT, b = {}, i = '', n = 0, d = {}, ds = {}}
+      for i = 1, NW do st.b[i] = {} end
+      for d = 1, ND do st.d[d] = {}; st.ds[d] = false end
     end
-    for i = 1, #W do if not st.b[i] then st.b[i] = {} end end
-    ent = {kb = kb, st = st, oldT = st.t, dirty = false, ni = 0, nd = {}}
-    if st.i then for _ in pairs(st.i) do ent.ni = ent.ni + 1 end end
-    for d = 1, ND do
-      if not st.ds[d] then
-        if not st.d[d] then st.d[d] = {} end
-        local n = 0
-        for _ in pairs(st.d[d]) do n = n + 1 end
-        ent.nd[d] = n
-      end
-    end
+    ent = {kb = kb, st = st, oldT = st.t, dirty = false}
     seen[S] = ent
     order[#order + 1] = ent
   end
@@ -156,22 +219,32 @@ for e = 0, #ARGV / SA - 1 do
       local b = w[1]
       local bno = (ts - ts % b) / b
       if bno > (T - T % b) / b - w[2] then
+        -- a window's records are in bucket order: look for the bucket from the newest back
         local bs = st.b[i]
-        local cur = bs[bno]
-        if not cur then cur = new_bucket(); bs[bno] = cur end
-        cur[1] = cur[1] + 1
+        local n = #bs
+        local k = n + 1 - R
+        while k > 0 and bs[k] > bno do k = k - R end
+        if k < 1 or bs[k] ~= bno then
+          -- a new bucket after record k: at the end, unless the event came out of order
+          local at = k + R
+          for q = n, at, -1 do bs[q + R] = bs[q] end
+          bs[at] = bno
+          for q = at + 1, at + R - 1 do bs[q] = 0 end
+          k = at
+        end
+        bs[k + 1] = bs[k + 1] + 1
         for j = 1, NF do
           local x = xs[j]
           if x then
-            local o = 1 + (j - 1) * 5
-            if cur[o + 1] == 0 then cur[o + 4] = x; cur[o + 5] = x
+            local o = k + 2 + (j - 1) * 5
+            if bs[o] == 0 then bs[o + 3] = x; bs[o + 4] = x
             else
-              if x < cur[o + 4] then cur[o + 4] = x end
-              if x > cur[o + 5] then cur[o + 5] = x end
+              if x < bs[o + 3] then bs[o + 3] = x end
+              if x > bs[o + 4] then bs[o + 4] = x end
             end
-            cur[o + 1] = cur[o + 1] + 1
-            cur[o + 2] = cur[o + 2] + x
-            cur[o + 3] = cur[o + 3] + x * x
+            bs[o] = bs[o] + 1
+            bs[o + 1] = bs[o + 1] + x
+            bs[o + 2] = bs[o + 2] + x * x
           end
         end
       end
@@ -181,15 +254,18 @@ for e = 0, #ARGV / SA - 1 do
       -- time is at or after the window's first instant
       local value = ARGV[ab + 2 + NF + d]
       if value ~= '' and ts >= lowest_start(spec, T) then
-        local inline = st.d[d]
         if st.ds[d] then
           redis.call('ZADD', KEYS[kb + 3 + d], 'GT', ts, value)
-        elseif inline[value] then
-          if ts > inline[value] then inline[value] = ts end
         else
-          inline[value] = ts
-          ent.nd[d] = ent.nd[d] + 1
-          if ent.nd[d] > INLINE_MAX then spill_distinct(ent, d) end
+          local pairs_ = st.d[d]  -- value, latest time, value, ...
+          local n = #pairs_
+          local k = 1
+          while k < n and pairs_[k] ~= value do k = k + 2 end
+          if k < n then
+            if ts > pairs_[k + 1] then pairs_[k + 1] = ts end
+          else
+            pairs_[n + 1] = value; pairs_[n + 2] = ts
+          end
         end
       end
     end
@@ -207,59 +283,52 @@ for _, ent in ipairs(order) do
     local st, kb = ent.st, ent.kb
     local T = st.t
     local advanced = (not ent.oldT) or T > ent.oldT
-    if st.i then
-      for known, at in pairs(st.i) do
-        if at < T - LATENESS then st.i[known] = nil end
-      end
-    else
-      if advanced then
-        redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - LATENESS))
-      end
-      redis.call('PEXPIRE', KEYS[kb + 2], TTL)
-    end
+    write_ids(ent, T, advanced)
     for i = 1, NW do
       local w = W[i]
       local b = w[1]
       local lo = (T - T % b) / b - w[2] + 1
       local bs = st.b[i]
-      local nk = 0
-      for k in pairs(bs) do
-        if k < lo then bs[k] = nil else nk = nk + 1; ks[nk] = k end
+      local n = #bs
+      -- records are in bucket order: the slid-out ones are a prefix
+      local drop = 0
+      while drop < n and bs[drop + 1] < lo do drop = drop + R end
+      if drop > 0 then
+        for q = 1, n - drop do bs[q] = bs[q + drop] end
+        for q = n - drop + 1, n do bs[q] = nil end
+        n = n - drop
       end
-      if nk == 1 then
-        agg[i] = bs[ks[1]]  -- read only below
+      if n == R then
+        agg[i] = bs  -- one bucket: its record is the window's total (read only below)
       else
-        table.sort(ks)  -- sums in bucket order, so equal states give bit-equal features
         local total = totals[i]
         if not total then total = {}; totals[i] = total end
-        for j = 1, 1 + NF * 5 do total[j] = 0 end
-        for q = 1, nk do
-          local bucket = bs[ks[q]]
-          total[1] = total[1] + bucket[1]
+        for q = 1, R do total[q] = 0 end
+        for k = 1, n, R do  -- in bucket order, so equal states give bit-equal features
+          total[2] = total[2] + bs[k + 1]
           for j = 1, NF do
-            local o = 1 + (j - 1) * 5
-            local c = bucket[o + 1]
+            local o, t = k + 2 + (j - 1) * 5, 3 + (j - 1) * 5
+            local c = bs[o]
             if c > 0 then
-              if total[o + 1] == 0 then total[o + 4] = bucket[o + 4]; total[o + 5] = bucket[o + 5]
+              if total[t] == 0 then total[t + 3] = bs[o + 3]; total[t + 4] = bs[o + 4]
               else
-                if bucket[o + 4] < total[o + 4] then total[o + 4] = bucket[o + 4] end
-                if bucket[o + 5] > total[o + 5] then total[o + 5] = bucket[o + 5] end
+                if bs[o + 3] < total[t + 3] then total[t + 3] = bs[o + 3] end
+                if bs[o + 4] > total[t + 4] then total[t + 4] = bs[o + 4] end
               end
-              total[o + 1] = total[o + 1] + c
-              total[o + 2] = total[o + 2] + bucket[o + 2]
-              total[o + 3] = total[o + 3] + bucket[o + 3]
+              total[t] = total[t] + c
+              total[t + 1] = total[t + 1] + bs[o + 1]
+              total[t + 2] = total[t + 2] + bs[o + 2]
             end
           end
         end
         agg[i] = total
       end
-      for q = 1, nk do ks[q] = nil end
     end
     for d, spec in ipairs(SPEC.distinct) do
       local counts = distinct[d]
       if not counts then counts = {}; distinct[d] = counts end
+      local D = KEYS[kb + 3 + d]
       if st.ds[d] then
-        local D = KEYS[kb + 3 + d]
         if advanced then
           redis.call('ZREMRANGEBYSCORE', D, '-inf', '(' .. string.format('%d', lowest_start(spec, T)))
         end
@@ -268,18 +337,33 @@ for _, ent in ipairs(order) do
         end
         redis.call('PEXPIRE', D, TTL)
       else
+        -- drop the values older than every window, count the rest, and move them to the sorted
+        -- set if more than INLINE_MAX are left
+        local pairs_ = st.d[d]
+        local n = #pairs_
         local lowest = lowest_start(spec, T)
         for f = 1, #spec do
           starts[f] = window_start(spec[f], T)
           counts[f] = 0
         end
-        for value, at in pairs(st.d[d]) do
-          if at < lowest then st.d[d][value] = nil
-          else
+        local kept = 0
+        for k = 1, n, 2 do
+          local at = pairs_[k + 1]
+          if at >= lowest then
+            pairs_[kept + 1] = pairs_[k]; pairs_[kept + 2] = at
+            kept = kept + 2
             for f = 1, #spec do
               if at >= starts[f] then counts[f] = counts[f] + 1 end
             end
           end
+        end
+        for k = kept + 1, n do pairs_[k] = nil end
+        if kept / 2 > INLINE_MAX then
+          local args = {}
+          for k = 1, kept, 2 do args[k] = pairs_[k + 1]; args[k + 1] = pairs_[k] end
+          redis.call('ZADD', D, 'GT', unpack(args))
+          redis.call('PEXPIRE', D, TTL)
+          st.d[d], st.ds[d] = {}, true
         end
       end
     end
@@ -303,19 +387,19 @@ for _, ent in ipairs(order) do
         local total = agg[f[4]]
         local j = f[5]
         if kind == 'count' and j == 0 then
-          if total[1] > 0 then value = total[1] end
+          if total[2] > 0 then value = total[2] end
         else
-          local o = 1 + (j - 1) * 5
-          local c = total[o + 1]
+          local o = 3 + (j - 1) * 5
+          local c = total[o]
           if c > 0 then
             if kind == 'count' then value = c
-            elseif kind == 'sum' then value = total[o + 2]
-            elseif kind == 'mean' then value = total[o + 2] / c
-            elseif kind == 'min' then value = total[o + 4]
-            elseif kind == 'max' then value = total[o + 5]
+            elseif kind == 'sum' then value = total[o + 1]
+            elseif kind == 'mean' then value = total[o + 1] / c
+            elseif kind == 'min' then value = total[o + 3]
+            elseif kind == 'max' then value = total[o + 4]
             elseif kind == 'stddev' then
-              local mean = total[o + 2] / c
-              local var = total[o + 3] / c - mean * mean
+              local mean = total[o + 1] / c
+              local var = total[o + 2] / c - mean * mean
               if var < 0 then var = 0 end
               value = math.sqrt(var)
             end
@@ -399,13 +483,7 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
         "as_of": AS_OF_FIELD,
         "inline_max": inline_max,
     }
-    # a bucket: the event count, then per numeric field count, sum, sum of squares, min, max; a
-    # constructor of that size allocates it once (filling {0} slot by slot grew it three times)
-    zeros = ", ".join(["0"] * (1 + 5 * len(fields)))
-    return (
-        f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n"
-        f"local function new_bucket() return {{{zeros}}} end\n{_BODY}"
-    )
+    return f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n{_BODY}"
 
 
 def state_key(names: Names, view: str, entity: str) -> str:

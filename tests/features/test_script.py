@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import itertools
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import cast
 
 import msgpack
@@ -128,11 +131,47 @@ def test_old_buckets_are_dropped(sync_redis: redis.Redis, names: Names) -> None:
     entity, _ = _run(sync_redis, names, evs)
     raw = sync_redis.get(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}:w")
     assert isinstance(raw, bytes)
-    buckets = msgpack.unpackb(raw, strict_map_key=False)["b"]
-    # at most one window's worth of buckets per window
-    assert len(buckets) == len(VIEW.windows)
-    assert all(0 < len(kept) <= w.buckets for kept, w in zip(buckets, VIEW.windows, strict=True))
+    state = msgpack.unpackb(raw, raw=True, strict_map_key=False)  # the inline ids are msgpack bytes
+    assert state[b"f"] == 2 and state[b"t"] == evs[-1].ts
+    # per window a flat array of bucket records (number, events, per numeric field 5 statistics), in
+    # bucket order, at most one window's worth of them
+    record = 2 + 5 * len(VIEW.numeric_fields)
+    assert len(state[b"b"]) == len(VIEW.windows)
+    for flat, w in zip(state[b"b"], VIEW.windows, strict=True):
+        numbers = flat[::record]
+        assert len(flat) % record == 0 and 0 < len(numbers) <= w.buckets
+        assert numbers == sorted(numbers)
     assert sync_redis.zcard(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}:ids") <= VIEW.lateness_ms // 3 + 1
+
+
+# window states written by the script of format 1 (one msgpack map, each bucket a table), recorded
+# from that script for the events listed beside them: ids and values inline, and in sorted sets
+FORMAT1 = json.loads((Path(__file__).parent / "data" / "state_format1.json").read_text())
+
+
+@pytest.mark.parametrize("case", ["inline", "spilled"])
+def test_a_state_of_the_previous_format_goes_on_being_updated(sync_redis: redis.Redis, names: Names, case: str) -> None:
+    recorded = FORMAT1["states"][case]
+    entity = f"card{next(_entities)}"
+    prefix = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}"
+    sync_redis.set(f"{prefix}:w", base64.b64decode(recorded["w"]))
+    for suffix, members in recorded["sets"].items():
+        sync_redis.zadd(prefix + suffix, dict(members))
+    first = [Ev(e["id"], e["ts"], e["data"]) for e in FORMAT1["events"]]
+    later = [
+        Ev("b1", 1030, {"amount": 2.0, "merchant": "m4", "country": "US"}),
+        first[4],  # already applied
+        Ev("b2", 1026, {"amount": 9.0, "qty": 1, "merchant": "m1"}),  # out of order, within the lateness
+    ]
+    outcomes = _call(sync_redis, names, entity, later, inline_max=64 if case == "inline" else 0)
+    assert outcomes == [Outcome.APPLIED, Outcome.DUPLICATE, Outcome.APPLIED]
+    want = brute_vector(VIEW, [*first, later[0], later[2]], 1030)
+    got = _online(sync_redis, names, entity)
+    assert got.as_of_ms == 1030
+    for name, value in want.items():
+        assert close(got.values[name], value, 1e6), (name, got.values[name], value)
+    raw = sync_redis.get(f"{prefix}:w")
+    assert isinstance(raw, bytes) and msgpack.unpackb(raw, raw=True, strict_map_key=False)[b"f"] == 2
 
 
 def test_fraud_views_render() -> None:
