@@ -28,6 +28,25 @@ PENDING_MESSAGES = "Nats-Pending-Messages"
 IDLE_HEARTBEAT = "100"
 
 
+def stream_position(msg: Msg) -> tuple[int, int]:
+    """A JetStream message's stream sequence and the time the stream stored it (ms since the epoch),
+    read off its reply subject: ``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer
+    seq>.<ns>.<pending>``, or with domain and account hash after ``ACK`` (and a random token at the
+    end). ``msg.metadata`` parses the same into a dataclass with a datetime, several times the cost
+    for a reader that wants these two numbers of every message.
+
+    >>> stream_position(Msg(None, reply="$JS.ACK.s.c.1.42.7.1700000000123456789.0"))
+    (42, 1700000000123)
+    """
+    tokens = (msg.reply or "").split(".")
+    if tokens[:2] == ["$JS", "ACK"]:
+        if len(tokens) == 9:
+            return int(tokens[5]), int(tokens[7]) // 1_000_000
+        if len(tokens) >= 11:
+            return int(tokens[7]), int(tokens[9]) // 1_000_000
+    raise nats.errors.NotJSMessageError
+
+
 class PullPump:
     def __init__(
         self, nc: Client, stream: str, consumer: str, *, batch: int, credit: int | None = None, expires_s: float = 1.0

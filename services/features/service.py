@@ -35,6 +35,7 @@ from shared.db import open_pool
 from shared.errors import BadRequest, NotFound, ServiceError, Unavailable
 from shared.messages import Event, Label
 from shared.online import open_redis
+from shared.pull import stream_position
 from shared.runtime import Endpoint, Request, Service, Worker
 
 log = structlog.get_logger(__name__)
@@ -46,12 +47,6 @@ FRESHNESS_BUCKETS_S = (
 
 # Event times must be exact as Lua numbers (doubles) and fit Postgres bigint.
 MAX_EXACT_MS = 2**53
-
-
-def _ingested_ms(msg: Msg) -> tuple[int, int]:
-    """The stream sequence and the time the message was stored in the stream (ms)."""
-    meta = msg.metadata
-    return meta.sequence.stream, int(meta.timestamp.timestamp() * 1000)
 
 
 @dataclass
@@ -166,7 +161,7 @@ class FeaturesService(Service):
                 self.bad_messages.labels("norm").inc()
                 log.warning("bad_event_dropped", subject=msg.subject, error=f"ts {event.ts} is out of range")
                 continue
-            seq, ingested = _ingested_ms(msg)
+            seq, ingested = stream_position(msg)
             batch.events.append(event)
             batch.rows.append(event_row(event, seq, ingested))
         for call in self.writer.plan(batch.events):
@@ -206,7 +201,7 @@ class FeaturesService(Service):
                 self.bad_messages.labels("labels").inc()
                 log.warning("bad_label_dropped", subject=msg.subject, error=error.message)
                 continue
-            seq, ingested = _ingested_ms(msg)
+            seq, ingested = stream_position(msg)
             rows.append(label_row(label, msg.subject.rsplit(".", 1)[-1], seq, ingested))
         return rows
 

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import nats.errors
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig
 
-from shared.pull import PullPump
+from shared.pull import PullPump, stream_position
 from shared.subjects import Names
 
 
@@ -64,5 +69,47 @@ async def test_a_message_arriving_after_the_request_expired_still_ends_the_wait(
         await publisher
         assert [m.data for m in got] == [b"late"]
         assert waited < 2.0, f"delivered only after {waited:.2f} s"
+    finally:
+        await pump.stop()
+
+
+def _metadata_position(msg: Msg) -> tuple[int, int]:
+    meta = msg.metadata  # nats-py's parse: the reference
+    return meta.sequence.stream, int(meta.timestamp.timestamp() * 1000)
+
+
+@st.composite
+def ack_replies(draw: st.DrawFn) -> str:
+    """Reply subjects of JetStream messages, without and with domain and account hash (and a random token)."""
+    name = st.text("abcXYZ_-09", min_size=1, max_size=8)
+    count = st.integers(0, 2**53)
+    stream, consumer = draw(name), draw(name)
+    delivered, sseq, cseq, pending = (draw(count) for _ in range(4))
+    tail = f"{stream}.{consumer}.{delivered}.{sseq}.{cseq}.{draw(st.integers(0, 2**62))}.{pending}"
+    domain = draw(st.one_of(st.none(), name))
+    if domain is None:
+        return f"$JS.ACK.{tail}"
+    return f"$JS.ACK.{domain}.ACCHASH.{tail}" + (".r4nd" if draw(st.booleans()) else "")
+
+
+@given(reply=ack_replies())
+def test_stream_position_reads_the_reply_as_nats_py_does(reply: str) -> None:
+    msg = Msg(None, reply=reply)  # type: ignore[arg-type]
+    assert stream_position(msg) == _metadata_position(msg)
+
+
+@pytest.mark.parametrize("reply", ["", "inbox.abc", "$JS.ACK.too.short"])
+def test_a_reply_that_is_not_jetstream_is_refused(reply: str) -> None:
+    with pytest.raises(nats.errors.NotJSMessageError):
+        stream_position(Msg(None, reply=reply))  # type: ignore[arg-type]
+
+
+async def test_stream_position_of_a_delivered_message(nc: Client, names: Names) -> None:
+    pump = await make_pump(nc, names, "position")
+    try:
+        ack = await nc.jetstream().publish(names.events("position"), b"x")
+        (msg,) = await asyncio.wait_for(pump.next_batch(5.0), timeout=10)
+        assert stream_position(msg) == _metadata_position(msg)
+        assert stream_position(msg)[0] == ack.seq
     finally:
         await pump.stop()
