@@ -1,14 +1,16 @@
-"""A pull consumer that keeps requests outstanding and hands out whatever has arrived, as a batch.
+"""A pull consumer that keeps a request outstanding and hands out whatever has arrived, as a batch.
 
 nats-py's ``fetch(n)`` returns only when ``n`` messages have arrived or the request expired, so at a low
-rate every batch waits for its deadline. Here pull requests stay outstanding (as nats.go's ``Consume``
-keeps them): messages stream into a local queue as the server has them, and :meth:`next_batch` returns as
-soon as one is there, with up to ``batch`` of those already queued. A new request is sent whenever the
-credit outstanding leaves room for a batch; expired requests (status 408) give their unused credit back.
-A request that ends while a caller waits for its first message is replaced at once, so a message
-arriving during the rest of that wait is delivered. Requests lost with a connection (a reconnect)
-never answer: after three expiry periods without a word from the server the credit is written off
-and requested afresh.
+rate every batch waits for its deadline. Here a pull request stays outstanding (as nats.go's ``Consume``
+keeps one): messages stream into a local queue as the server has them, and :meth:`next_batch` returns as
+soon as one is there, with up to ``batch`` of those already queued. One request at a time, for
+``credit`` messages, each with a reply subject of its own: the next is sent once it is used up or has
+ended (status 408 expired, 409), and the end of an earlier request is told apart by its subject, so the
+credit counted is always the live request's. (Requests topped up while others were live, each end
+subtracting its unused credit, left two requests on the server where one was counted.) A request that
+ends while a caller waits for its first message is replaced at once, so a message arriving during the
+rest of that wait is delivered. A request lost with a connection (a reconnect) never answers: after
+three expiry periods without a word from the server its credit is written off and requested afresh.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 STATUS = "Status"
-PENDING_MESSAGES = "Nats-Pending-Messages"
 IDLE_HEARTBEAT = "100"
 
 
@@ -58,14 +59,16 @@ class PullPump:
         self.expires_ns = int(expires_s * 1e9)
         self._heard_at = time.monotonic()
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
-        self._inbox = nc.new_inbox()
+        self._inbox = nc.new_inbox()  # each request replies to <inbox>.<its number>
+        self._requests = 0
+        self._reply = ""  # the outstanding request's reply subject
         self._queue: asyncio.Queue[Msg] = asyncio.Queue()
         self._outstanding = 0
         self._waiting = 0  # next_batch calls waiting for a first message
         self._sub: Subscription | None = None
 
     async def start(self) -> None:
-        self._sub = await self.nc.subscribe(self._inbox, cb=self._on_message)
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
 
     async def stop(self) -> None:
         """Unsubscribe, and hand back what arrived but was not taken (nak: redelivered now, not after ack wait)."""
@@ -83,37 +86,37 @@ class PullPump:
         if not status:
             self._outstanding -= 1
             self._queue.put_nowait(msg)
+        elif status == IDLE_HEARTBEAT:
             return
-        if status == IDLE_HEARTBEAT:
-            return
-        # 408 request expired, 409 consumer changes or limits: the request is over; its unused credit returns.
-        pending = msg.headers.get(PENDING_MESSAGES) if msg.headers else None
-        self._outstanding = max(0, self._outstanding - int(pending)) if pending and pending.isdigit() else 0
-        if self._waiting:
+        elif msg.subject == self._reply:
+            self._outstanding = 0  # 408 request expired, 409 consumer changes or limits: the request is over
+        else:
+            return  # the end of a request already written off
+        if not self._outstanding and self._waiting:
             # someone is waiting: ask again now, or what arrives before their wait ends is not delivered
             with contextlib.suppress(nats.errors.Error):
                 await self._request()
 
     async def _request(self) -> None:
         if self._outstanding and time.monotonic() - self._heard_at > 3 * self.expires_s:
-            self._outstanding = 0  # every request we know of has expired unanswered: they were lost
-        if self._outstanding > self.credit - self.batch:
+            self._outstanding = 0  # the request we know of expired unanswered: it was lost
+        if self._outstanding > 0:
             return
-        wanted = self.credit - self._outstanding
-        body = json.dumps({"batch": wanted, "expires": self.expires_ns}).encode()
-        await self.nc.publish(self._next_subject, body, reply=self._inbox)
-        if not self._outstanding:
-            self._heard_at = time.monotonic()  # the silence clock starts with the first request outstanding
-        self._outstanding += wanted
+        body = json.dumps({"batch": self.credit, "expires": self.expires_ns}).encode()
+        self._outstanding = self.credit  # before the publish yields: a concurrent caller sends nothing
+        self._heard_at = time.monotonic()  # the silence clock starts with the request
+        self._requests += 1
+        self._reply = f"{self._inbox}.{self._requests}"
+        try:
+            await self.nc.publish(self._next_subject, body, reply=self._reply)
+        except nats.errors.Error:
+            self._outstanding = 0
+            raise
 
     async def next_batch(self, timeout_s: float, *, limit: int | None = None) -> list[Msg]:
         """Up to ``limit`` (default ``batch``) messages: waits at most ``timeout_s`` for the first,
         none for the rest."""
-        try:
-            await self._request()
-        except nats.errors.Error:
-            self._outstanding = 0
-            raise
+        await self._request()
         try:
             first = self._queue.get_nowait()
         except asyncio.QueueEmpty:
