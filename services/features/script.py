@@ -46,7 +46,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-from services.features.views import Agg, FeatureView, Window, categorical, numeric
+from services.features.views import Agg, Feature, FeatureView, Window, categorical, numeric
 from shared.online import AS_OF_FIELD, VALUES_FIELD, feature_key
 from shared.subjects import Names
 
@@ -67,14 +67,16 @@ local NW = #W
 -- count, sum, sum of squares, min, max
 local R = 2 + 5 * NF
 local LATENESS, TTL, INLINE_MAX = SPEC.lateness, SPEC.ttl, SPEC.inline_max
+-- numbers go to redis.call as text: a Lua number would be formatted there (%.14g) at every call
+local TTL_TEXT = string.format('%d', TTL)
 local FORMAT = 2
 local seen, order, codes, xs = {}, {}, {}, {}
-local FEATURES = SPEC.features
-local NFEAT = #FEATURES
+local DISTINCT = SPEC.distinct
 -- Scratch tables reused from entity to entity within the call (every slot is written before
--- it is read), instead of new ones grown slot by slot for every entity: the feature map (every
--- feature is set at every write), the window totals, the distinct counts, the window starts.
-local values, agg, totals, distinct, starts = {}, {}, {}, {}, {}
+-- it is read), instead of new ones grown slot by slot for every entity: the window totals, the
+-- distinct counts, the window starts. KV (generated) holds name, value, name, value, ... of every
+-- feature, in the view's order: each value slot is set at every write.
+local agg, totals, distinct, starts = {}, {}, {}, {}
 
 -- The first instant of window w = {bucket ms b, buckets n, (n - 1) * b} as of T: its oldest
 -- bucket's start, floor(T / b) * b - (n - 1) * b. Bucket arithmetic is written with % (floored in
@@ -129,9 +131,9 @@ end
 -- searched as bytes (an id that is there appears as its own msgpack string) and decoded only when
 -- the bytes match; this call's new ids wait in ent.added (a set) and ent.pieces (their msgpack)
 -- until the write.
-local function applied_before(ent, id, ts)
+local function applied_before(ent, id, ts, ts_text)
   local st = ent.st
-  if not st.i then return redis.call('ZADD', KEYS[ent.kb + 2], 'NX', ts, id) == 0 end
+  if not st.i then return redis.call('ZADD', KEYS[ent.kb + 2], 'NX', ts_text, id) == 0 end
   local added = ent.added
   if added and added[id] then return true end
   if st.n > 0 and string.find(st.i, cmsgpack.pack(id), 1, true) then
@@ -155,7 +157,7 @@ local function write_ids(ent, T, advanced)
     if advanced then
       redis.call('ZREMRANGEBYSCORE', KEYS[kb + 2], '-inf', '(' .. string.format('%.17g', T - LATENESS))
     end
-    redis.call('PEXPIRE', KEYS[kb + 2], TTL)
+    redis.call('PEXPIRE', KEYS[kb + 2], TTL_TEXT)
     return
   end
   local pieces = ent.pieces
@@ -176,8 +178,19 @@ local function write_ids(ent, T, advanced)
   local args = {}
   for k = 1, #kept, 2 do args[k] = kept[k + 1]; args[k + 1] = kept[k] end
   redis.call('ZADD', KEYS[kb + 2], 'NX', unpack(args))
-  redis.call('PEXPIRE', KEYS[kb + 2], TTL)
+  redis.call('PEXPIRE', KEYS[kb + 2], TTL_TEXT)
   st.i, st.n = nil, nil
+end
+
+-- The feature values as one msgpack map: its header (generated), then the names and values as
+-- a stream, packed from KV in pieces (cmsgpack takes a few thousand arguments at once). No hash
+-- walk: cmsgpack would iterate a map's keys to tell it from an array, and encode them one by one.
+local function pack_features()
+  local n = #KV
+  if n <= 2000 then return MAP_HEADER .. cmsgpack.pack(unpack(KV)) end
+  local parts = {MAP_HEADER}
+  for a = 1, n, 2000 do parts[#parts + 1] = cmsgpack.pack(unpack(KV, a, math.min(a + 1999, n))) end
+  return table.concat(parts)
 end
 
 for e = 0, #ARGV / SA - 1 do
@@ -200,16 +213,17 @@ for e = 0, #ARGV / SA - 1 do
     order[#order + 1] = ent
   end
   local st = ent.st
-  local id, ts = ARGV[ab + 1], tonumber(ARGV[ab + 2])
+  local id, ts_text = ARGV[ab + 1], ARGV[ab + 2]
+  local ts = tonumber(ts_text)
   local T = st.t
   if T and ts < T - LATENESS then
     codes[e + 1] = 2
-  elseif applied_before(ent, id, ts) then
+  elseif applied_before(ent, id, ts, ts_text) then
     codes[e + 1] = 1
   else
     codes[e + 1] = 0
     ent.dirty = true
-    if (not T) or ts > T then T = ts; st.t = ts end
+    if (not T) or ts > T then T = ts; st.t = ts; ent.T_text = ts_text end
     for j = 1, NF do
       local raw = ARGV[ab + 2 + j]
       xs[j] = raw ~= '' and tonumber(raw)  -- false: the event lacks the field
@@ -249,13 +263,14 @@ for e = 0, #ARGV / SA - 1 do
         end
       end
     end
-    for d, spec in ipairs(SPEC.distinct) do
+    for d = 1, ND do
+      local spec = DISTINCT[d]
       -- value -> its latest event time: a value is in a window as of T when its latest
       -- time is at or after the window's first instant
       local value = ARGV[ab + 2 + NF + d]
       if value ~= '' and ts >= lowest_start(spec, T) then
         if st.ds[d] then
-          redis.call('ZADD', KEYS[kb + 3 + d], 'GT', ts, value)
+          redis.call('ZADD', KEYS[kb + 3 + d], 'GT', ts_text, value)
         else
           local pairs_ = st.d[d]  -- value, latest time, value, ...
           local n = #pairs_
@@ -278,7 +293,8 @@ for e = 0, #ARGV / SA - 1 do
   end
 end
 
-for _, ent in ipairs(order) do
+for o = 1, #order do
+  local ent = order[o]
   if ent.dirty then
     local st, kb = ent.st, ent.kb
     local T = st.t
@@ -324,7 +340,8 @@ for _, ent in ipairs(order) do
         agg[i] = total
       end
     end
-    for d, spec in ipairs(SPEC.distinct) do
+    for d = 1, ND do
+      local spec = DISTINCT[d]
       local counts = distinct[d]
       if not counts then counts = {}; distinct[d] = counts end
       local D = KEYS[kb + 3 + d]
@@ -335,7 +352,7 @@ for _, ent in ipairs(order) do
         for f = 1, #spec do
           counts[f] = redis.call('ZCOUNT', D, string.format('%d', window_start(spec[f], T)), '+inf')
         end
-        redis.call('PEXPIRE', D, TTL)
+        redis.call('PEXPIRE', D, TTL_TEXT)
       else
         -- drop the values older than every window, count the rest, and move them to the sorted
         -- set if more than INLINE_MAX are left
@@ -362,57 +379,18 @@ for _, ent in ipairs(order) do
           local args = {}
           for k = 1, kept, 2 do args[k] = pairs_[k + 1]; args[k + 1] = pairs_[k] end
           redis.call('ZADD', D, 'GT', unpack(args))
-          redis.call('PEXPIRE', D, TTL)
+          redis.call('PEXPIRE', D, TTL_TEXT)
           st.d[d], st.ds[d] = {}, true
         end
       end
     end
     local l1, l2 = st.l1, st.l2
-    local Ts = string.format('%d', T)
-    for q = 1, NFEAT do
-      local f = FEATURES[q]
-      local kind, value = f[2], nil
-      if kind == 'distinct_count' then
-        local c = distinct[f[4]][f[5]]
-        if c > 0 then value = c end
-      elseif kind == 'last' then
-        local raw = l1[1 + f[4]]
-        if raw ~= '' then value = tonumber(raw) end
-      elseif kind == 'time_since_last' then
-        if l2 then
-          local w = f[4]
-          if (not w) or l2[1] >= window_start(w, T) then value = l1[1] - l2[1] end
-        end
-      else
-        local total = agg[f[4]]
-        local j = f[5]
-        if kind == 'count' and j == 0 then
-          if total[2] > 0 then value = total[2] end
-        else
-          local o = 3 + (j - 1) * 5
-          local c = total[o]
-          if c > 0 then
-            if kind == 'count' then value = c
-            elseif kind == 'sum' then value = total[o + 1]
-            elseif kind == 'mean' then value = total[o + 1] / c
-            elseif kind == 'min' then value = total[o + 3]
-            elseif kind == 'max' then value = total[o + 4]
-            elseif kind == 'stddev' then
-              local mean = total[o + 1] / c
-              local var = total[o + 2] / c - mean * mean
-              if var < 0 then var = 0 end
-              value = math.sqrt(var)
-            end
-          end
-        end
-      end
-      if value == nil then value = f[3] end
-      values[f[1]] = value  -- cmsgpack keeps a double exact (an integral one as an integer)
-    end
+    local Ts = ent.T_text or string.format('%d', T)
+--FEATURES--
     local O = KEYS[kb + 3]
-    redis.call('HSET', O, SPEC.values, cmsgpack.pack(values), SPEC.as_of, Ts)
-    redis.call('PEXPIRE', O, TTL)
-    redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', TTL)
+    redis.call('HSET', O, SPEC.values, pack_features(), SPEC.as_of, Ts)
+    redis.call('PEXPIRE', O, TTL_TEXT)
+    redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', TTL_TEXT)
   end
 end
 return codes
@@ -447,43 +425,99 @@ def _window(window: Window) -> tuple[int, int, int]:
     return (window.bucket_ms, window.buckets, (window.buckets - 1) * window.bucket_ms)
 
 
+# A numeric field's statistics in a bucket record or a window's total, after the record's bucket
+# number and event count: count, sum, sum of squares, min, max, at these offsets from the field's first.
+_COUNT, _SUM, _SQUARES, _MIN, _MAX = range(5)
+
+
+def _field_offset(j: int) -> int:
+    """Where numeric field ``j`` (from 0) starts in a bucket record or a window's total."""
+    return 3 + 5 * j
+
+
+def _feature_lua(feature: Feature, slot: int, view: FeatureView, distinct_position: tuple[int, int]) -> str:
+    """Lua that sets ``KV[slot]`` to the feature's value as of ``T``, its default when nothing counts.
+
+    It reads ``agg[i]`` (window ``i``'s total: event count at 2, then per numeric field the five
+    statistics), ``distinct[d][k]`` (distinct field ``d``'s count over its ``k``-th window), and
+    ``l1``/``l2`` (the latest event and the one before: time, then the raw numeric fields).
+    """
+    default = _lua(feature.default)
+    out = f"KV[{slot}]"
+    if feature.agg == Agg.DISTINCT_COUNT:
+        d, k = distinct_position
+        return f"do local c = distinct[{d}][{k}]; {out} = c > 0 and c or {default} end"
+    if feature.agg == Agg.LAST:
+        assert feature.field is not None
+        j = view.numeric_fields.index(feature.field) + 2
+        return f"do local raw = l1[{j}]; {out} = raw ~= '' and tonumber(raw) or {default} end"
+    if feature.agg == Agg.TIME_SINCE_LAST:
+        w = feature.window
+        inside = "" if w is None else f" and l2[1] >= T - T % {w.bucket_ms} - {(w.buckets - 1) * w.bucket_ms}"
+        return f"if l2{inside} then {out} = l1[1] - l2[1] else {out} = {default} end"
+    assert feature.window is not None
+    i = view.windows.index(feature.window) + 1
+    if feature.agg == Agg.COUNT and feature.field is None:
+        return f"do local c = agg[{i}][2]; {out} = c > 0 and c or {default} end"
+    assert feature.field is not None
+    o = _field_offset(view.numeric_fields.index(feature.field))
+    head = f"do local t = agg[{i}]; local c = t[{o + _COUNT}]; if c > 0 then "
+    value = {
+        Agg.COUNT: "c",
+        Agg.SUM: f"t[{o + _SUM}]",
+        Agg.MEAN: f"t[{o + _SUM}] / c",
+        Agg.MIN: f"t[{o + _MIN}]",
+        Agg.MAX: f"t[{o + _MAX}]",
+    }.get(feature.agg)
+    if value is None:  # stddev: population, sqrt(max(0, E[x^2] - E[x]^2))
+        assert feature.agg == Agg.STDDEV
+        return (
+            f"{head}local m = t[{o + _SUM}] / c; local v = t[{o + _SQUARES}] / c - m * m; if v < 0 then v = 0 end; "
+            f"{out} = math.sqrt(v) else {out} = {default} end end"
+        )
+    return f"{head}{out} = {value} else {out} = {default} end end"
+
+
+def _msgpack_map_header(n: int) -> str:
+    """A Lua expression for the msgpack header of a map of ``n`` entries."""
+    if n <= 15:
+        return f"string.char({0x80 + n})"
+    if n <= 0xFFFF:
+        return f"string.char(222, {n >> 8}, {n & 0xFF})"
+    return f"string.char(223, {n >> 24}, {(n >> 16) & 0xFF}, {(n >> 8) & 0xFF}, {n & 0xFF})"
+
+
 def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
-    """The view's script: a ``SPEC`` table, then the generic body."""
-    windows = view.windows
-    fields = view.numeric_fields
+    """The view's script: a ``SPEC`` table, the feature map's names, then the generic body with one
+    generated line per feature (no per-feature dispatch at run time)."""
     distinct_fields = view.distinct_fields
     distinct_windows: list[list[tuple[int, int, int]]] = [[] for _ in distinct_fields]
-    features: list[list[Any]] = []
-    for feature in view.features:
-        row: list[Any] = [feature.name, feature.agg.value, feature.default]
+    lines = []
+    for q, feature in enumerate(view.features):
+        position = (0, 0)
         if feature.agg == Agg.DISTINCT_COUNT:
             assert feature.field is not None and feature.window is not None
             d = distinct_fields.index(feature.field)
             distinct_windows[d].append(_window(feature.window))
-            row += [d + 1, len(distinct_windows[d])]
-        elif feature.agg == Agg.LAST:
-            assert feature.field is not None
-            row += [fields.index(feature.field) + 1]
-        elif feature.agg == Agg.TIME_SINCE_LAST:
-            w = feature.window
-            row += [None if w is None else _window(w)]
-        else:
-            assert feature.window is not None
-            row += [windows.index(feature.window) + 1, 0 if feature.field is None else fields.index(feature.field) + 1]
-        features.append(row)
+            position = (d + 1, len(distinct_windows[d]))
+        lines.append("    " + _feature_lua(feature, 2 * q + 2, view, position))
     spec = {
         "lateness": view.lateness_ms,
         "ttl": view.ttl_ms,
-        "fields": list(fields),
-        "windows": [_window(w) for w in windows],
+        "fields": list(view.numeric_fields),
+        "windows": [_window(w) for w in view.windows],
         "distinct": distinct_windows,
         "recency": any(f.agg in (Agg.LAST, Agg.TIME_SINCE_LAST) for f in view.features),
-        "features": features,
         "values": VALUES_FIELD,
         "as_of": AS_OF_FIELD,
         "inline_max": inline_max,
     }
-    return f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n{_BODY}"
+    names = [item for feature in view.features for item in (feature.name, 0)]
+    body = _BODY.replace("--FEATURES--\n", "\n".join(lines) + "\n")
+    return (
+        f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n"
+        f"local KV = {_lua(names)}\nlocal MAP_HEADER = {_msgpack_map_header(len(view.features))}\n{body}"
+    )
 
 
 def state_key(names: Names, view: str, entity: str) -> str:
