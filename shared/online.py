@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ import hiredis
 import msgpack
 import redis.asyncio as aioredis
 from redis.asyncio.connection import Connection
+from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
 from shared.subjects import Names
@@ -124,17 +126,33 @@ def vector_to_hash(values: dict[str, float], as_of_ms: int | None = None) -> dic
     return fields
 
 
+# Several vectors are read by one script that HMGETs every key: one command for the client to pack
+# and one array reply to parse, against a pipelined HMGET per key (100 keys, p50 0.57-0.73 against
+# 2.2-3.2 ms here). Like the writer's scripts it needs every key on one Redis (the primary that
+# open_redis connects to); it reads only, and holds Redis about 2 us per key.
+_READ_MANY = (
+    "local out = {} for i = 1, #KEYS do local r = redis.call('HMGET', KEYS[i], ARGV[1], ARGV[2]) "
+    "out[2 * i - 1] = r[1] out[2 * i] = r[2] end return out"
+)
+_READ_MANY_SHA = hashlib.sha1(_READ_MANY.encode()).hexdigest()
+
+
 async def read_online_features(
     client: aioredis.Redis, names: Names, wanted: Sequence[tuple[str, str]]
 ) -> list[OnlineVector]:
-    """Vectors for ``(view, entity)`` pairs in one pipelined round trip, in order; empty when unknown."""
-    if len(wanted) == 1:  # one key: a plain HMGET skips the pipeline's bookkeeping (~40% of a read)
+    """Vectors for ``(view, entity)`` pairs in one round trip, in order; empty when unknown."""
+    if not wanted:
+        return []
+    if len(wanted) == 1:  # one key: a plain HMGET, the cheapest command for it
         view, entity = wanted[0]
         reply = await client.hmget(feature_key(names, view, entity), _FIELDS)
         packed, as_of = cast(list[bytes | None], reply)  # decode_responses is off: bytes or None
         return [OnlineVector.from_fields(packed, as_of)]
-    async with client.pipeline(transaction=False) as pipe:
-        for view, entity in wanted:
-            pipe.hmget(feature_key(names, view, entity), _FIELDS)
-        raw = await pipe.execute()
-    return [OnlineVector.from_fields(packed, as_of) for packed, as_of in raw]
+    keys = [feature_key(names, view, entity) for view, entity in wanted]
+    try:
+        flat = await client.evalsha(_READ_MANY_SHA, len(keys), *keys, *_FIELDS)
+    except NoScriptError:  # a Redis that restarted or flushed its scripts
+        await client.script_load(_READ_MANY)
+        flat = await client.evalsha(_READ_MANY_SHA, len(keys), *keys, *_FIELDS)
+    fields = cast(list[bytes | None], flat)
+    return [OnlineVector.from_fields(fields[i], fields[i + 1]) for i in range(0, len(fields), 2)]

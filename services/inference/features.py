@@ -1,6 +1,6 @@
 """Feature assembly: one model input row per request, in the order the model's signature records.
 
-Online features come from the online store (one pipelined read per batch, done by the
+Online features come from the online store (one read per batch, done by the
 caller with the pairs :meth:`Signature.lookups` lists); request-time features from
 the request's payload. A value that is missing takes the feature's declared default
 and marks the row ``degraded``.
