@@ -187,7 +187,7 @@ async def main(quick: bool, nats_url: str | None) -> dict[str, Any]:
         print(f"nats-server {nc.connected_server_version} at {common.nats_url}", file=sys.stderr)
         js = nc.jetstream()
         await provision(js, names)
-        svc = FeaturesService(FeaturesSettings(common=common, batch_size=1000, fetch_timeout_s=0.2), BENCH_VIEWS)
+        svc = FeaturesService(FeaturesSettings(common=common, fetch_timeout_s=0.2), BENCH_VIEWS)
         try:
             # 1. throughput: drain a backlog
             now = int(time.time() * 1000)

@@ -22,7 +22,9 @@ class FeaturesSettings:
 
     common: CommonSettings
     views_path: str | None = None
-    batch_size: int = 1000
+    # the largest batch: below full load batches are what arrives during a store (tens of events),
+    # so the bound only matters behind a backlog, where bigger batches cost less per event
+    batch_size: int = 4000
     fetch_timeout_s: float = 0.5
     ack_wait_s: float = 30.0
     max_lag_msgs: int = 100_000
@@ -37,7 +39,7 @@ class FeaturesSettings:
         return cls(
             common=CommonSettings.from_env(env, service="features", default_http_port=DEFAULT_HTTP_PORT),
             views_path=env.get("RTML_FEATURES_VIEWS") or None,
-            batch_size=read_int(env, "RTML_FEATURES_BATCH", 1000, minimum=1, maximum=10_000),
+            batch_size=read_int(env, "RTML_FEATURES_BATCH", 4000, minimum=1, maximum=10_000),
             fetch_timeout_s=read_float(env, "RTML_FEATURES_FETCH_TIMEOUT_S", 0.5, minimum=0.01, maximum=30),
             ack_wait_s=read_float(env, "RTML_FEATURES_ACK_WAIT_S", 30.0, minimum=1, maximum=3600),
             max_lag_msgs=read_int(env, "RTML_FEATURES_MAX_LAG", 100_000, minimum=1, maximum=1_000_000_000),

@@ -101,7 +101,7 @@ def test_user_views_from_yaml(tmp_path: Path) -> None:
 
 
 def test_settings_are_checked() -> None:
-    assert FeaturesSettings.from_env({}).batch_size == 1000
+    assert FeaturesSettings.from_env({}).batch_size == 4000
     with pytest.raises(SettingsError, match="RTML_FEATURES_ACK_WAIT_S"):
         FeaturesSettings.from_env({"RTML_FEATURES_ACK_WAIT_S": "soon"})
     with pytest.raises(SettingsError, match="RTML_FEATURES_MAX_LAG"):
