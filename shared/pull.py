@@ -9,8 +9,12 @@ ended (status 408 expired, 409), and the end of an earlier request is told apart
 credit counted is always the live request's. (Requests topped up while others were live, each end
 subtracting its unused credit, left two requests on the server where one was counted.) A request that
 ends while a caller waits for its first message is replaced at once, so a message arriving during the
-rest of that wait is delivered. A request lost with a connection (a reconnect) never answers: after
-three expiry periods without a word from the server its credit is written off and requested afresh.
+rest of that wait is delivered. The server sends a heartbeat (status 100) every ``heartbeat_s`` while
+the request has nothing to deliver; a request that goes silent for three heartbeats is written off and
+asked afresh (also while a caller waits): one lost with a connection (a reconnect), or one that
+nats-server 2.9.10 drops without a word while messages wait (seen here in most runs of 10 s at 2,500
+messages/s with 8,000 of credit; delivery stopped until the write-off, then three expiry periods, 3 s;
+now about 0.4 s).
 """
 
 from __future__ import annotations
@@ -50,13 +54,24 @@ def stream_position(msg: Msg) -> tuple[int, int]:
 
 class PullPump:
     def __init__(
-        self, nc: Client, stream: str, consumer: str, *, batch: int, credit: int | None = None, expires_s: float = 1.0
+        self,
+        nc: Client,
+        stream: str,
+        consumer: str,
+        *,
+        batch: int,
+        credit: int | None = None,
+        expires_s: float = 1.0,
+        heartbeat_s: float = 0.1,
     ) -> None:
         self.nc = nc
         self.batch = batch
         self.credit = max(credit or 2 * batch, batch + 1)
-        self.expires_s = expires_s
         self.expires_ns = int(expires_s * 1e9)
+        # the server says a request is alive every heartbeat while it has nothing to deliver; three
+        # heartbeats without a word mean the request is gone (at most half the expiry: the server's rule)
+        self.heartbeat_ns = int(min(heartbeat_s, expires_s / 2) * 1e9)
+        self.silence_s = 3 * self.heartbeat_ns / 1e9
         self._heard_at = time.monotonic()
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._inbox = nc.new_inbox()  # each request replies to <inbox>.<its number>
@@ -98,11 +113,13 @@ class PullPump:
                 await self._request()
 
     async def _request(self) -> None:
-        if self._outstanding and time.monotonic() - self._heard_at > 3 * self.expires_s:
-            self._outstanding = 0  # the request we know of expired unanswered: it was lost
+        if self._outstanding and time.monotonic() - self._heard_at > self.silence_s:
+            self._outstanding = 0  # no message, heartbeat or end from the request we know of: it was lost
         if self._outstanding > 0:
             return
-        body = json.dumps({"batch": self.credit, "expires": self.expires_ns}).encode()
+        body = json.dumps(
+            {"batch": self.credit, "expires": self.expires_ns, "idle_heartbeat": self.heartbeat_ns}
+        ).encode()
         self._outstanding = self.credit  # before the publish yields: a concurrent caller sends nothing
         self._heard_at = time.monotonic()  # the silence clock starts with the request
         self._requests += 1
@@ -118,16 +135,12 @@ class PullPump:
         none for the rest."""
         await self._request()
         try:
-            first = self._queue.get_nowait()
+            msgs = [self._queue.get_nowait()]
         except asyncio.QueueEmpty:
-            self._waiting += 1
-            try:
-                first = await asyncio.wait_for(self._queue.get(), timeout=timeout_s)
-            except TimeoutError:
+            first = await self._wait_first(timeout_s)
+            if first is None:
                 return []
-            finally:
-                self._waiting -= 1
-        msgs = [first]
+            msgs = [first]
         most = self.batch if limit is None else limit
         while len(msgs) < most:
             try:
@@ -135,3 +148,18 @@ class PullPump:
             except asyncio.QueueEmpty:
                 break
         return msgs
+
+    async def _wait_first(self, timeout_s: float) -> Msg | None:
+        """The first message to arrive within ``timeout_s``; the request is looked at every heartbeat
+        meanwhile, so a lost one is replaced while the caller waits."""
+        deadline = time.monotonic() + timeout_s
+        self._waiting += 1
+        try:
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    return await asyncio.wait_for(self._queue.get(), timeout=min(left, self.heartbeat_ns / 1e9))
+                except TimeoutError:
+                    await self._request()
+            return None
+        finally:
+            self._waiting -= 1

@@ -44,7 +44,8 @@ async def test_replay_after_a_fix(service: IngestService, nc: Client, names: Nam
 
     await wait_for(js, all_dead)
     letters = await list_letters(js, names, reason="unknown_type")
-    assert [msgpack.unpackb(letter.data)["id"] for letter in letters] == ["rf-0", "rf-1", "rf-2"]
+    # in the order they were dead-lettered: the service's fetchers may take the three in different batches
+    assert sorted(msgpack.unpackb(letter.data)["id"] for letter in letters) == ["rf-0", "rf-1", "rf-2"]
     assert [letter.reason for letter in await list_letters(js, names, event_type="transaction")] == ["not_allowed"]
     assert len(await list_letters(js, names, limit=2)) == 2
     shown = await get_letter(js, names, letters[1].seq)
