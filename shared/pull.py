@@ -6,8 +6,8 @@ keeps one): messages stream into a local queue as the server has them, and :meth
 soon as one is there, with up to ``batch`` of those already queued. One request at a time, for
 ``credit`` messages, each with a reply subject of its own: the next is sent once it is used up or has
 ended (status 408 expired, 409), and the end of an earlier request is told apart by its subject, so the
-credit counted is always the live request's. (Requests topped up while others were live, each end
-subtracting its unused credit, left two requests on the server where one was counted.) A request that
+credit counted is always the live request's exactly (with requests topped up while others were live,
+each end subtracting its unused credit from one shared count, it could only be approximate). A request that
 ends while a caller waits for its first message is replaced at once, so a message arriving during the
 rest of that wait is delivered. The server sends a heartbeat (status 100) every ``heartbeat_s`` while
 the request has nothing to deliver; a request that goes silent for three heartbeats is written off and
