@@ -293,8 +293,8 @@ for e = 0, #ARGV / SA - 1 do
   end
 end
 
-for o = 1, #order do
-  local ent = order[o]
+for position = 1, #order do
+  local ent = order[position]
   if ent.dirty then
     local st, kb = ent.st, ent.kb
     local T = st.t
