@@ -1,6 +1,6 @@
 """One loaded model version: its backend, its batcher, and the batch pipeline between them.
 
-A batch is assembled in one pipelined Redis read for all its requests, run through
+A batch is assembled in one Redis read for all its requests, run through
 the backend in one call, and split back into one result per request with the
 time each stage took.
 """
@@ -67,8 +67,8 @@ class OnlineStore:
     ) -> dict[Lookup, OnlineVector] | None:
         """The vectors found (only the fields the model uses), or ``None`` when the store did not answer in time.
 
-        One pipelined round trip through :func:`shared.online.read_online_features`, the reader
-        of the layout the features service writes.
+        One round trip through :func:`shared.online.read_online_features`, the reader of the
+        layout the features service writes.
         """
         if not wanted:
             return {}
