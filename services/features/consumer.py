@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import nats.errors
 import structlog
@@ -39,11 +39,24 @@ SLICE = 100
 GATHER_POLL_S = 0.002
 GATHER_MAX_S = 0.05
 
-# A batch is parsed once (``prepare``: bad messages are counted and left out, since
-# redelivering them cannot help), then stored until the store succeeds. ``store`` runs
-# batch after batch in stream order; ``store_unordered`` (optional) starts beside it and may
+# A batch is parsed as its messages arrive, while the batch ahead of it is being stored, so that
+# once that store is done this one can go at once (``Batch``: bad messages are counted and left
+# out, since redelivering them cannot help); it is then stored until the store succeeds. ``store``
+# runs batch after batch in stream order; ``store_unordered`` (optional) starts beside it and may
 # still be running while the next batch is stored; a batch is acked once both are done.
-Prepare = Callable[[list[Msg]], Awaitable[Any]]
+
+
+class Batch(Protocol):
+    """A batch being gathered."""
+
+    async def add(self, msgs: list[Msg]) -> None:
+        """Parse messages that arrived, in stream order, into the batch."""
+
+    async def seal(self) -> Any:
+        """What the stores take, once every message has been added."""
+
+
+NewBatch = Callable[[], Batch]
 Store = Callable[[Any], Awaitable[None]]
 
 
@@ -66,7 +79,7 @@ class BatchConsumer:
         self,
         nc: Client,
         spec: ConsumerSpec,
-        prepare: Prepare,
+        new_batch: NewBatch,
         store: Store,
         write_failures: Counter,
         *,
@@ -75,7 +88,7 @@ class BatchConsumer:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream()
         self.spec = spec
-        self.prepare = prepare
+        self.new_batch = new_batch
         self.store = store
         self.store_unordered = store_unordered
         self.write_failures = write_failures
@@ -160,28 +173,43 @@ class BatchConsumer:
             await self._hand_back(upcoming)
 
     async def _next_prepared(self, pump: PullPump, idle: asyncio.Event) -> tuple[list[Msg], Any]:
-        """The next batch and what ``prepare`` made of it. It waits at most the fetch timeout for a
+        """The next batch, parsed, and what it sealed to. It waits at most the fetch timeout for a
         first message, then keeps taking what arrives up to the batch size while the batch before
         it is still being stored (there is no hurry then, and fuller batches cost less per event)
-        or while the stream has more waiting."""
+        or while the stream has more waiting. Each arrival is parsed as it comes, so little is
+        left to do once the store ahead is done."""
         try:
             msgs = await pump.next_batch(self.spec.fetch_timeout_s)
         except nats.errors.Error as error:
             log.warning("pull_failed", durable=self.spec.durable, error=str(error) or type(error).__name__)
             await asyncio.sleep(self.spec.fetch_timeout_s)
             return [], None
+        if not msgs:
+            return [], None
+        batch = self.new_batch()
+        await batch.add(msgs)
         give_up = time.monotonic() + GATHER_MAX_S
-        while msgs and len(msgs) < self.spec.batch_size:
-            # with nothing being stored, wait only for what the stream already holds (the last
-            # message says how much that is), and not longer than GATHER_MAX_S, in case another
-            # replica takes it
-            if idle.is_set() and (not msgs[-1].metadata.num_pending or time.monotonic() > give_up):
-                break
+        while len(msgs) < self.spec.batch_size:
+            wait_s = GATHER_POLL_S
+            if idle.is_set():
+                # with nothing being stored, wait only for what the stream already holds (the last
+                # message says how much that is), and not longer than GATHER_MAX_S, in case another
+                # replica takes it
+                if not msgs[-1].metadata.num_pending or time.monotonic() > give_up:
+                    break
+            else:
+                # a store is under way: take what has arrived every GATHER_POLL_S (a few messages
+                # parsed at a time, not one), and the moment the store is done
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(idle.wait(), GATHER_POLL_S)
+                wait_s = 0
             try:
-                msgs += await pump.next_batch(GATHER_POLL_S, limit=self.spec.batch_size - len(msgs))
+                arrived = await pump.next_batch(wait_s, limit=self.spec.batch_size - len(msgs))
             except nats.errors.Error:
                 break  # what was gathered goes ahead; the next batch's pull reports the failure
-        return msgs, (await self.prepare(msgs) if msgs else None)
+            msgs += arrived
+            await batch.add(arrived)
+        return msgs, await batch.seal()
 
     @staticmethod
     async def _hand_back(upcoming: asyncio.Task[tuple[list[Msg], Any]]) -> None:

@@ -12,7 +12,6 @@ import contextlib
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import asyncpg
@@ -49,11 +48,62 @@ FRESHNESS_BUCKETS_S = (
 MAX_EXACT_MS = 2**53
 
 
-@dataclass
 class EventBatch:
-    events: list[Event] = field(default_factory=list)
-    rows: list[tuple[Any, ...]] = field(default_factory=list)
-    calls: list[ScriptCall] = field(default_factory=list)
+    """Norm messages parsed as they arrive into events and offline rows; the online calls are
+    planned once the batch is complete (a view's events are grouped by entity over the batch)."""
+
+    def __init__(self, writer: OnlineWriter, bad_messages: Counter) -> None:
+        self.writer = writer
+        self.bad_messages = bad_messages
+        self.events: list[Event] = []
+        self.rows: list[tuple[Any, ...]] = []
+        self.calls: list[ScriptCall] = []
+
+    async def add(self, msgs: list[Msg]) -> None:
+        for position, msg in enumerate(msgs, 1):
+            if position % SLICE == 0:
+                await asyncio.sleep(0)  # see consumer.SLICE
+            try:
+                event = Event.from_dict(decode(msg.data))
+            except ServiceError as error:
+                self.bad_messages.inc()
+                log.warning("bad_event_dropped", subject=msg.subject, error=error.message)
+                continue
+            if not -MAX_EXACT_MS <= event.ts <= MAX_EXACT_MS:
+                self.bad_messages.inc()
+                log.warning("bad_event_dropped", subject=msg.subject, error=f"ts {event.ts} is out of range")
+                continue
+            seq, ingested = stream_position(msg)
+            self.events.append(event)
+            self.rows.append(event_row(event, seq, ingested))
+
+    async def seal(self) -> EventBatch:
+        for call in self.writer.plan(self.events):
+            self.calls.append(call)
+            await asyncio.sleep(0)
+        return self
+
+
+class LabelBatch:
+    """Label messages parsed as they arrive into offline rows."""
+
+    def __init__(self, bad_messages: Counter) -> None:
+        self.bad_messages = bad_messages
+        self.rows: list[tuple[Any, ...]] = []
+
+    async def add(self, msgs: list[Msg]) -> None:
+        for msg in msgs:
+            try:
+                label = Label.from_dict(decode(msg.data))
+            except ServiceError as error:
+                self.bad_messages.inc()
+                log.warning("bad_label_dropped", subject=msg.subject, error=error.message)
+                continue
+            seq, ingested = stream_position(msg)
+            self.rows.append(label_row(label, msg.subject.rsplit(".", 1)[-1], seq, ingested))
+
+    async def seal(self) -> list[tuple[Any, ...]]:
+        return self.rows
 
 
 class FeaturesService(Service):
@@ -120,11 +170,11 @@ class FeaturesService(Service):
 
         self.consumers = {
             "norm": BatchConsumer(
-                self.nc, spec("norm", "norm"), self._prepare_events, self._store_online,
+                self.nc, spec("norm", "norm"), self._new_event_batch, self._store_online,
                 self.write_failures.labels("norm"), store_unordered=self._store_offline,
             ),
             "labels": BatchConsumer(
-                self.nc, spec("labels", "labels"), self._prepare_labels, self._store_labels,
+                self.nc, spec("labels", "labels"), self._new_label_batch, self._store_labels,
                 self.write_failures.labels("labels"),
             ),
         }  # fmt: skip
@@ -146,28 +196,8 @@ class FeaturesService(Service):
         return None
 
     # Events ---------------------------------------------------------------
-    async def _prepare_events(self, msgs: list[Msg]) -> EventBatch:
-        batch = EventBatch()
-        for position, msg in enumerate(msgs, 1):
-            if position % SLICE == 0:
-                await asyncio.sleep(0)  # see consumer.SLICE
-            try:
-                event = Event.from_dict(decode(msg.data))
-            except ServiceError as error:
-                self.bad_messages.labels("norm").inc()
-                log.warning("bad_event_dropped", subject=msg.subject, error=error.message)
-                continue
-            if not -MAX_EXACT_MS <= event.ts <= MAX_EXACT_MS:
-                self.bad_messages.labels("norm").inc()
-                log.warning("bad_event_dropped", subject=msg.subject, error=f"ts {event.ts} is out of range")
-                continue
-            seq, ingested = stream_position(msg)
-            batch.events.append(event)
-            batch.rows.append(event_row(event, seq, ingested))
-        for call in self.writer.plan(batch.events):
-            batch.calls.append(call)
-            await asyncio.sleep(0)
-        return batch
+    def _new_event_batch(self) -> EventBatch:
+        return EventBatch(self.writer, self.bad_messages.labels("norm"))
 
     # A batch's two stores start together: the online one in stream order (window state depends
     # on the order events arrive in), the offline one (idempotent, order-free rows) alongside,
@@ -192,18 +222,8 @@ class FeaturesService(Service):
             self.events_total.labels(view, outcome.name.lower()).inc(count)
 
     # Labels ---------------------------------------------------------------
-    async def _prepare_labels(self, msgs: list[Msg]) -> list[tuple[Any, ...]]:
-        rows: list[tuple[Any, ...]] = []
-        for msg in msgs:
-            try:
-                label = Label.from_dict(decode(msg.data))
-            except ServiceError as error:
-                self.bad_messages.labels("labels").inc()
-                log.warning("bad_label_dropped", subject=msg.subject, error=error.message)
-                continue
-            seq, ingested = stream_position(msg)
-            rows.append(label_row(label, msg.subject.rsplit(".", 1)[-1], seq, ingested))
-        return rows
+    def _new_label_batch(self) -> LabelBatch:
+        return LabelBatch(self.bad_messages.labels("labels"))
 
     async def _store_labels(self, rows: list[tuple[Any, ...]]) -> None:
         await offline.write_labels(self.pool, rows)

@@ -38,8 +38,15 @@ async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_mes
     offline: list[bytes] = []
     offline_open = asyncio.Event()
 
-    async def prepare(msgs: list[Msg]) -> list[bytes]:
-        return [msg.data for msg in msgs]
+    class Payloads:
+        def __init__(self) -> None:
+            self.data: list[bytes] = []
+
+        async def add(self, msgs: list[Msg]) -> None:
+            self.data += [msg.data for msg in msgs]
+
+        async def seal(self) -> list[bytes]:
+            return self.data
 
     async def store_online(batch: list[bytes]) -> None:
         online.extend(batch)
@@ -49,7 +56,7 @@ async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_mes
         offline.extend(batch)
 
     failures = Counter("failures", "store failures", registry=CollectorRegistry())
-    consumer = BatchConsumer(nc, spec, prepare, store_online, failures, store_unordered=store_offline)
+    consumer = BatchConsumer(nc, spec, Payloads, store_online, failures, store_unordered=store_offline)
     await consumer.ensure()
     stop = asyncio.Event()
     running = asyncio.create_task(consumer.run(stop))
