@@ -193,6 +193,7 @@ local function pack_features()
   return table.concat(parts)
 end
 
+--TOTALS--
 for e = 0, #ARGV / SA - 1 do
   local kb, ab = e * SK, e * SA
   local S = KEYS[kb + 1]
@@ -319,24 +320,7 @@ for position = 1, #order do
       else
         local total = totals[i]
         if not total then total = {}; totals[i] = total end
-        for q = 1, R do total[q] = 0 end
-        for k = 1, n, R do  -- in bucket order, so equal states give bit-equal features
-          total[2] = total[2] + bs[k + 1]
-          for j = 1, NF do
-            local o, t = k + 2 + (j - 1) * 5, 3 + (j - 1) * 5
-            local c = bs[o]
-            if c > 0 then
-              if total[t] == 0 then total[t + 3] = bs[o + 3]; total[t + 4] = bs[o + 4]
-              else
-                if bs[o + 3] < total[t + 3] then total[t + 3] = bs[o + 3] end
-                if bs[o + 4] > total[t + 4] then total[t + 4] = bs[o + 4] end
-              end
-              total[t] = total[t] + c
-              total[t + 1] = total[t + 1] + bs[o + 1]
-              total[t + 2] = total[t + 2] + bs[o + 2]
-            end
-          end
-        end
+        window_totals(bs, n, total)
         agg[i] = total
       end
     end
@@ -429,6 +413,19 @@ def _window(window: Window) -> tuple[int, int, int]:
 # number and event count: count, sum, sum of squares, min, max, at these offsets from the field's first.
 _COUNT, _SUM, _SQUARES, _MIN, _MAX = range(5)
 
+# The Lua locals a window's total is summed in, by statistic.
+_TOTAL_LOCALS = {_COUNT: "c", _SUM: "s", _SQUARES: "q", _MIN: "lo", _MAX: "hi"}
+
+# The statistics of its field a bucketed feature reads from a window's total (its count always).
+_STATISTICS_READ: dict[Agg, set[int]] = {
+    Agg.COUNT: {_COUNT},
+    Agg.SUM: {_COUNT, _SUM},
+    Agg.MEAN: {_COUNT, _SUM},
+    Agg.MIN: {_COUNT, _MIN},
+    Agg.MAX: {_COUNT, _MAX},
+    Agg.STDDEV: {_COUNT, _SUM, _SQUARES},
+}
+
 
 def _field_offset(j: int) -> int:
     """Where numeric field ``j`` (from 0) starts in a bucket record or a window's total."""
@@ -478,6 +475,57 @@ def _feature_lua(feature: Feature, slot: int, view: FeatureView, distinct_positi
     return f"{head}{out} = {value} else {out} = {default} end end"
 
 
+def _totals_lua(view: FeatureView) -> str:
+    """Lua for ``window_totals(bs, n, total)``: a window's total over its ``n`` slots of bucket
+    records into ``total`` (event count at 2, then per numeric field its statistics, as a record).
+
+    Generated for the view: per numeric field one pass over the records, summing in locals (a
+    register each, where the slots of a table cost a lookup per access), and only the statistics
+    its features read (the slots of the others are left as they were: nothing reads them). Records
+    are summed in bucket order, so equal states give bit-equal features.
+    """
+    read: dict[str, set[int]] = {name: set() for name in view.numeric_fields}
+    for feature in view.features:
+        if feature.field in read and feature.agg in _STATISTICS_READ:
+            read[feature.field] |= _STATISTICS_READ[feature.agg]
+    lines = [
+        "local function window_totals(bs, n, total)",
+        "  local e = 0",
+        "  for k = 2, n, R do e = e + bs[k] end",
+        "  total[2] = e",
+    ]
+    for j, name in enumerate(view.numeric_fields):
+        stats = read[name]
+        if not stats:
+            continue  # read by `last` only, off the latest event
+        o = _field_offset(j)  # the field's count: the record's slot o (bs[k + o - 1] for the record at k)
+        body = ["      c = c + x"]
+        if _SUM in stats:
+            body.append(f"      s = s + bs[k + {_SUM}]")
+        if _SQUARES in stats:
+            body.append(f"      q = q + bs[k + {_SQUARES}]")
+        if _MIN in stats:
+            body.insert(0, f"      local least = bs[k + {_MIN}]; if c == 0 or least < lo then lo = least end")
+        if _MAX in stats:
+            body.insert(0, f"      local most = bs[k + {_MAX}]; if c == 0 or most > hi then hi = most end")
+        kept = [stat for stat in _TOTAL_LOCALS if stat in stats]
+        stored = ", ".join(f"total[{o + stat}]" for stat in kept)
+        values = ", ".join(_TOTAL_LOCALS[stat] for stat in kept)
+        lines += [
+            f"  do  -- {name}",
+            "    local c, s, q, lo, hi = 0, 0, 0, 0, 0",
+            f"    for k = {o}, n, R do",
+            "      local x = bs[k]",
+            "      if x > 0 then",
+            *["  " + line for line in body],
+            "      end",
+            "    end",
+            f"    {stored} = {values}",
+            "  end",
+        ]
+    return "\n".join([*lines, "end"]) + "\n"
+
+
 def _msgpack_map_header(n: int) -> str:
     """A Lua expression for the msgpack header of a map of ``n`` entries."""
     if n <= 15:
@@ -513,7 +561,7 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
         "inline_max": inline_max,
     }
     names = [item for feature in view.features for item in (feature.name, 0)]
-    body = _BODY.replace("--FEATURES--\n", "\n".join(lines) + "\n")
+    body = _BODY.replace("--FEATURES--\n", "\n".join(lines) + "\n").replace("--TOTALS--\n", _totals_lua(view))
     return (
         f"-- rtml features view {view.name} v{view.version}\nlocal SPEC = {_lua(spec)}\n"
         f"local KV = {_lua(names)}\nlocal MAP_HEADER = {_msgpack_map_header(len(view.features))}\n{body}"

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from services.features.catalog import load_views
 from services.features.script import Outcome, ViewScript, render_lua
+from services.features.views import parse_view
 from shared.online import AS_OF_FIELD, VALUES_FIELD, OnlineVector, feature_key
 from shared.settings import CommonSettings
 from shared.subjects import Names
@@ -172,6 +173,31 @@ def test_a_state_of_the_previous_format_goes_on_being_updated(sync_redis: redis.
         assert close(got.values[name], value, 1e6), (name, got.values[name], value)
     raw = sync_redis.get(f"{prefix}:w")
     assert isinstance(raw, bytes) and msgpack.unpackb(raw, raw=True, strict_map_key=False)[b"f"] == 2
+
+
+def test_a_field_read_only_by_last_has_no_window_totals(sync_redis: redis.Redis, names: Names) -> None:
+    view = parse_view(
+        {
+            "name": "last_only",
+            "source": "transaction",
+            "entity": "card",
+            "features": [
+                {"name": "n_1m", "agg": "count", "window": "1m"},
+                {"name": "spent_1m", "agg": "sum", "field": "amount", "window": "1m"},
+                {"name": "last_price", "agg": "last", "field": "price"},
+            ],
+        }
+    )
+    script = ViewScript(sync_redis, names, view)  # type: ignore[arg-type]
+    entity = f"card{next(_entities)}"
+    evs = [Ev("p1", 100, {"amount": 3.0, "price": 2.5}), Ev("p2", 6_000, {"amount": 4.0, "price": 4.0})]
+    keys, args = script.call_args([(entity, e.id, e.ts, e.data) for e in evs])
+    codes = script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    assert [Outcome(int(c)) for c in codes] == [Outcome.APPLIED] * 2
+    packed, as_of = cast(
+        list[bytes | None], sync_redis.hmget(feature_key(names, view.name, entity), [VALUES_FIELD, AS_OF_FIELD])
+    )
+    assert OnlineVector.from_fields(packed, as_of) == OnlineVector(brute_vector(view, evs, 6_000), 6_000)
 
 
 def test_fraud_views_render() -> None:
