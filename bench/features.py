@@ -236,7 +236,7 @@ async def main(quick: bool, nats_url: str | None) -> dict[str, Any]:
                 cards = sorted({e["entity"] for e in backlog})
                 one = cards[0]
                 key = feature_key(names, "card_stats", one)
-                fields = [VALUES_FIELD, AS_OF_FIELD]  # the hash's two fields (layout of shared.online)
+                fields = [VALUES_FIELD, AS_OF_FIELD]  # the two fields readers read (layout of shared.online)
                 (vector,) = await read_online_features(client, names, [("card_stats", one)])
                 assert len(vector.values) == 20
                 hundred = [("card_stats", c) for c in cards[:100]]

@@ -74,16 +74,19 @@ async def _scan_batches(client: aioredis.Redis, pattern: str, size: int = 500) -
 
 
 # The online feature store's key layout, written by the features service and read
-# by inference. One hash per (view, entity) with two fields: "v" holds every feature's
-# value as one msgpack map (name -> number), "t" the event time (ms) the whole vector is
-# as of (every feature of a view is recomputed at each update, so one time serves them
-# all). One packed field instead of a field per feature: the writer's Lua script would
-# otherwise format each value as a %.17g string and Redis would rewrite each in the
-# hash's listpack, which together were three tenths of its Redis time. The entity is
-# wrapped in a Redis Cluster hash tag so one entity's keys share a slot.
+# by inference. One hash per (view, entity) with two fields readers read: "v" holds every
+# feature's value as one msgpack map (name -> number), "t" the event time (ms) the whole
+# vector is as of (every feature of a view is recomputed at each update, so one time
+# serves them all). One packed field instead of a field per feature: the writer's Lua
+# script would otherwise format each value as a %.17g string and Redis would rewrite each
+# in the hash's listpack, which together were three tenths of its Redis time. A third
+# field, "s", holds the features writer's window state for the entity (its own format,
+# read by nobody else), so one write command carries both. The entity is wrapped in a
+# Redis Cluster hash tag so one entity's keys share a slot.
 
 VALUES_FIELD = "v"
 AS_OF_FIELD = "t"
+STATE_FIELD = "s"
 _FIELDS = (VALUES_FIELD, AS_OF_FIELD)
 
 

@@ -19,20 +19,21 @@ stream of (id, time) pairs searched as bytes, per distinct field a flat array of
 (value, latest time) pairs, and the last two events. Flat arrays keep decoding and
 encoding to a few tables per entity (a table per bucket, by bucket number, was a third
 of the script's instructions); a state of the previous format is read and rewritten in
-this one. The state is read once per call and written once at its end, together with
-the online hash: every feature recomputed as of ``T`` from the buckets (see
-:mod:`services.features.windows` for the maths), in the layout of
-:mod:`shared.online`, every key's TTL refreshed. So a run of events for one hot
-entity costs one state read, one state write and one online write, and the per-call
+this one. The state is a field of the entity's online hash (``s``, beside ``v`` and ``t``
+of :mod:`shared.online`): it is read once per call and written once at its end by the same
+command as every feature recomputed as of ``T`` from the buckets (see
+:mod:`services.features.windows` for the maths), every key's TTL refreshed. So a run of
+events for one hot entity costs one read and one write (plus the TTL), and the per-call
 overhead on both sides is paid once per run instead of once per event.
 
-Keys per (view, entity): ``<ns>:fs:<view>:{<entity>}:w`` (window state; it also
-holds the applied ids and the distinct-count values while there are at most
-:data:`INLINE_MAX` of each), ``...:ids`` (applied ids) and ``...:d:<field>`` (value ->
-latest time, for distinct counts), sorted sets used once an entity has more, beside
-the online hash ``<ns>:fv:<view>:{<entity>}``. One
-entity's keys share its hash tag; a call spans the entities of its events, so it
-needs them on one Redis (a primary, as ``shared.online.open_redis`` connects to).
+Keys per (view, entity): the online hash ``<ns>:fv:<view>:{<entity>}`` (its state field
+also holds the applied ids and the distinct-count values while there are at most
+:data:`INLINE_MAX` of each), ``<ns>:fs:<view>:{<entity>}:ids`` (applied ids) and
+``...:d:<field>`` (value -> latest time, for distinct counts), sorted sets used once an
+entity has more. ``...:w`` is where the state had a key of its own: a state found there
+(the hash without its state field) is read once and moved into the hash. One entity's
+keys share its hash tag; a call spans the entities of its events, so it needs them on
+one Redis (a primary, as ``shared.online.open_redis`` connects to).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
 from services.features.views import Agg, Feature, FeatureView, Window, categorical, numeric
-from shared.online import AS_OF_FIELD, VALUES_FIELD, feature_key
+from shared.online import AS_OF_FIELD, STATE_FIELD, VALUES_FIELD, feature_key
 from shared.subjects import Names
 
 
@@ -190,7 +191,14 @@ for e = 0, #ARGV / SA - 1 do
   local S = KEYS[kb + 1]
   local ent = seen[S]
   if not ent then
-    local raw = redis.call('GET', S)
+    -- the state is a field of the online hash; an entity last written while it had a key of
+    -- its own (S) has the hash without the field, and its state is read from there once
+    local fields = redis.call('HMGET', KEYS[kb + 3], SPEC.state, SPEC.as_of)
+    local raw, moved = fields[1], false
+    if not raw and fields[2] then
+      raw = redis.call('GET', S)
+      moved = raw and true
+    end
     local st
     if raw then
       st = cmsgpack.unpack(raw)
@@ -200,7 +208,7 @@ for e = 0, #ARGV / SA - 1 do
       for i = 1, NW do st.b[i] = {} end
       for d = 1, ND do st.d[d] = {}; st.ds[d] = false end
     end
-    ent = {kb = kb, st = st, oldT = st.t, dirty = false}
+    ent = {kb = kb, st = st, oldT = st.t, dirty = false, moved = moved}
     seen[S] = ent
     order[#order + 1] = ent
   end
@@ -363,9 +371,9 @@ for position = 1, #order do
     local Ts = ent.T_text or string.format('%d', T)
 --FEATURES--
     local O = KEYS[kb + 3]
-    redis.call('HSET', O, SPEC.values, pack_features(), SPEC.as_of, Ts)
+    redis.call('HSET', O, SPEC.values, pack_features(), SPEC.as_of, Ts, SPEC.state, cmsgpack.pack(st))
     redis.call('PEXPIRE', O, TTL_TEXT)
-    redis.call('SET', KEYS[kb + 1], cmsgpack.pack(st), 'PX', TTL_TEXT)
+    if ent.moved then redis.call('DEL', KEYS[kb + 1]) end
   end
 end
 return codes
@@ -578,6 +586,7 @@ def render_lua(view: FeatureView, *, inline_max: int = INLINE_MAX) -> str:
         "recency": any(f.agg in (Agg.LAST, Agg.TIME_SINCE_LAST) for f in view.features),
         "values": VALUES_FIELD,
         "as_of": AS_OF_FIELD,
+        "state": STATE_FIELD,
         "inline_max": inline_max,
     }
     kv = ", ".join(f"{_lua_bytes(msgpack.packb(feature.name))}, {_FLOAT64}, 0" for feature in view.features)

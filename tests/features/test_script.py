@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from services.features.catalog import load_views
 from services.features.script import Outcome, ViewScript, render_lua
 from services.features.views import parse_view
-from shared.online import AS_OF_FIELD, VALUES_FIELD, OnlineVector, feature_key
+from shared.online import AS_OF_FIELD, STATE_FIELD, VALUES_FIELD, OnlineVector, feature_key
 from shared.settings import CommonSettings
 from shared.subjects import Names
 from tests.features.reference import Ev, accepted, brute_vector, close
@@ -121,8 +121,9 @@ def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names, inlin
     entity, _ = _run(sync_redis, names, evs, inline_max=inline_max)
     state = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}"
     sets = [f"{state}{suffix}" for suffix in (":ids", ":d:merchant", ":d:country")]
-    for key in [f"{state}:w", feature_key(names, VIEW.name, entity)] + (sets if inline_max == 0 else []):
+    for key in [feature_key(names, VIEW.name, entity)] + (sets if inline_max == 0 else []):
         assert 0 < sync_redis.pttl(key) <= VIEW.ttl_ms, key
+    assert sync_redis.exists(f"{state}:w") == 0  # the state is a field of the online hash
     if inline_max:  # one id and one value per field: all inside the state string
         assert sync_redis.exists(*sets) == 0
 
@@ -130,7 +131,7 @@ def test_every_key_has_the_view_ttl(sync_redis: redis.Redis, names: Names, inlin
 def test_old_buckets_are_dropped(sync_redis: redis.Redis, names: Names) -> None:
     evs = [Ev(f"e{i}", 1000 + 3 * i, {"amount": 1.0}) for i in range(200)]
     entity, _ = _run(sync_redis, names, evs)
-    raw = sync_redis.get(f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}:w")
+    raw = sync_redis.hget(feature_key(names, VIEW.name, entity), STATE_FIELD)
     assert isinstance(raw, bytes)
     state = msgpack.unpackb(raw, raw=True, strict_map_key=False)  # the inline ids are msgpack bytes
     assert state[b"f"] == 2 and state[b"t"] == evs[-1].ts
@@ -156,6 +157,9 @@ def test_a_state_of_the_previous_format_goes_on_being_updated(sync_redis: redis.
     entity = f"card{next(_entities)}"
     prefix = f"{names.redis_prefix}fs:{VIEW.name}:{{{entity}}}"
     sync_redis.set(f"{prefix}:w", base64.b64decode(recorded["w"]))
+    # written while the state had a key of its own: the online hash then held the values and time only
+    online_key = feature_key(names, VIEW.name, entity)
+    sync_redis.hset(online_key, mapping={AS_OF_FIELD: max(e["ts"] for e in FORMAT1["events"])})
     for suffix, members in recorded["sets"].items():
         sync_redis.zadd(prefix + suffix, dict(members))
     first = [Ev(e["id"], e["ts"], e["data"]) for e in FORMAT1["events"]]
@@ -171,8 +175,9 @@ def test_a_state_of_the_previous_format_goes_on_being_updated(sync_redis: redis.
     assert got.as_of_ms == 1030
     for name, value in want.items():
         assert close(got.values[name], value, 1e6), (name, got.values[name], value)
-    raw = sync_redis.get(f"{prefix}:w")
+    raw = sync_redis.hget(online_key, STATE_FIELD)
     assert isinstance(raw, bytes) and msgpack.unpackb(raw, raw=True, strict_map_key=False)[b"f"] == 2
+    assert sync_redis.exists(f"{prefix}:w") == 0  # moved into the hash
 
 
 def test_a_field_read_only_by_last_has_no_window_totals(sync_redis: redis.Redis, names: Names) -> None:
