@@ -497,7 +497,7 @@ def _totals_lua(view: FeatureView) -> str:
         stats = read[name]
         if not stats:
             continue  # read by `last` only, off the latest event
-        o = _field_offset(j)  # the field's count: the record's slot o (bs[k + o - 1] for the record at k)
+        o = _field_offset(j)  # the field's count is slot o of a record: k steps from one record's to the next's
         body = ["      c = c + x"]
         if _SUM in stats:
             body.append(f"      s = s + bs[k + {_SUM}]")

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from services.features.catalog import load_views
-from services.features.script import Outcome, ViewScript, render_lua
+from services.features.script import _FEATURES_PER_PACK, Outcome, ViewScript, render_lua
 from services.features.views import parse_view
 from shared.online import AS_OF_FIELD, STATE_FIELD, VALUES_FIELD, OnlineVector, feature_key
 from shared.settings import CommonSettings
@@ -203,6 +203,26 @@ def test_a_field_read_only_by_last_has_no_window_totals(sync_redis: redis.Redis,
         list[bytes | None], sync_redis.hmget(feature_key(names, view.name, entity), [VALUES_FIELD, AS_OF_FIELD])
     )
     assert OnlineVector.from_fields(packed, as_of) == OnlineVector(brute_vector(view, evs, 6_000), 6_000)
+
+
+def test_a_view_of_more_features_than_one_pack_takes(sync_redis: redis.Redis, names: Names) -> None:
+    count = _FEATURES_PER_PACK + 5  # the feature map is packed in two pieces
+    view = parse_view(
+        {
+            "name": "wide",
+            "source": "transaction",
+            "entity": "card",
+            "features": [{"name": f"n{q}_1m", "agg": "count", "window": "1m"} for q in range(count)],
+        }
+    )
+    script = ViewScript(sync_redis, names, view)  # type: ignore[arg-type]
+    entity = f"card{next(_entities)}"
+    keys, args = script.call_args([(entity, "w1", 100, {}), (entity, "w2", 200, {})])
+    script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    packed, as_of = cast(
+        list[bytes | None], sync_redis.hmget(feature_key(names, view.name, entity), [VALUES_FIELD, AS_OF_FIELD])
+    )
+    assert OnlineVector.from_fields(packed, as_of) == OnlineVector({f"n{q}_1m": 2.0 for q in range(count)}, 200)
 
 
 def test_fraud_views_render() -> None:
