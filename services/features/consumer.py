@@ -39,11 +39,14 @@ SLICE = 100
 GATHER_POLL_S = 0.002
 GATHER_MAX_S = 0.05
 
-# A batch is parsed as its messages arrive, while the batch ahead of it is being stored, so that
-# once that store is done this one can go at once (``Batch``: bad messages are counted and left
-# out, since redelivering them cannot help); it is then stored until the store succeeds. ``store``
-# runs batch after batch in stream order; ``store_unordered`` (optional) starts beside it and may
-# still be running while the next batch is stored; a batch is acked once both are done.
+# A batch is parsed as its messages arrive, while the batches ahead of it are being stored, so that
+# once there is room this one can go at once (``Batch``: bad messages are counted and left out,
+# since redelivering them cannot help); it is then stored until the store succeeds. ``store`` is
+# started batch after batch in stream order, up to ``stores_in_flight`` at a time (a store that
+# keeps its own order, as the features writer's pipelines on one Redis connection do, lets the next
+# batch be on its way while one runs); a store that fails goes again only once those before it have
+# succeeded, so retries keep the order too. ``store_unordered`` (optional) starts beside it and may
+# still be running while later batches are stored; a batch is acked once both are done.
 
 
 class Batch(Protocol):
@@ -70,6 +73,18 @@ class ConsumerSpec:
     ack_wait_s: float
     retry_max_s: float
     max_ack_pending: int
+    stores_in_flight: int = 1
+
+
+@dataclass(slots=True)
+class _Storing:
+    """A batch whose store has started: its messages, its unordered store, its store, and whether
+    that store has failed (and is being retried)."""
+
+    msgs: list[Msg]
+    beside: asyncio.Task[bool] | None
+    store: asyncio.Task[bool]
+    failed: asyncio.Event
 
 
 class BatchConsumer:
@@ -104,10 +119,10 @@ class BatchConsumer:
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.spec.ack_wait_s,
-            # A cap of three batches per replica (the one finishing, the one being stored,
-            # the one gathered behind it) keeps redelivery in order: after a crash the server
-            # redelivers the unacked batches before anything newer, so they are not pushed
-            # past the lateness bound by what came after them.
+            # A cap of the batches one replica holds (finishing, being stored, gathered behind)
+            # keeps redelivery in order: after a crash the server redelivers the unacked batches
+            # before anything newer, so they are not pushed past the lateness bound by what came
+            # after them.
             max_ack_pending=self.spec.max_ack_pending,
         )
         try:
@@ -130,54 +145,78 @@ class BatchConsumer:
         return int(info.num_pending or 0) + int(info.num_ack_pending or 0)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Store batch after batch, in stream order. The next batch is gathered and prepared while
-        the current one is stored; batches whose unordered store and then acks are still under way
-        ("finishing") may hold up to a batch's worth of messages between them (many small batches
-        at a moderate rate, while their offline rows wait to be written together), so a replica
-        keeps within three batches of ack-pending room: finishing, being stored, gathered behind.
-        With less room than that configured, one batch finishes at a time."""
+        """Store batch after batch, in stream order, up to ``stores_in_flight`` at a time. The next
+        batch is gathered and prepared while those ahead are stored; batches whose unordered store
+        and then acks are still under way ("finishing") may hold up to a batch's worth of messages
+        between them (many small batches at a moderate rate, while their offline rows wait to be
+        written together), so a replica keeps within ``stores_in_flight + 2`` batches of
+        ack-pending room: finishing, being stored, gathered behind. With less room than that
+        configured, one batch finishes at a time."""
         if self._pump is None:
             await self.ensure()
         assert self._pump is not None
-        idle = asyncio.Event()  # set while no batch is being stored
-        idle.set()
-        upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
+        most = self.spec.stores_in_flight
+        room = asyncio.Event()  # set while another store may start
+        room.set()
+        upcoming = asyncio.create_task(self._next_prepared(self._pump, room))
+        storing: deque[_Storing] = deque()  # stream order
         finishing: deque[tuple[int, asyncio.Task[None]]] = deque()  # (messages, unordered store then acks)
         finishing_msgs = 0
-        room = min(self.spec.max_ack_pending - 2 * self.spec.batch_size, self.spec.batch_size)
+        finishing_room = min(self.spec.max_ack_pending - (most + 1) * self.spec.batch_size, self.spec.batch_size)
+
+        async def finish(stored: _Storing) -> None:
+            """Ack the stored batch once its unordered store is done, within the finishing room."""
+            nonlocal finishing_msgs
+            count = len(stored.msgs)
+            while finishing and (finishing[0][1].done() or finishing_msgs + count > max(finishing_room, 0)):
+                done_count, task = finishing.popleft()
+                await task
+                finishing_msgs -= done_count
+            finishing.append((count, asyncio.create_task(_ack_when_stored(stored.msgs, stored.beside))))
+            finishing_msgs += count
+
         try:
             while not stop.is_set():
                 msgs, batch = await upcoming
-                idle.clear()
-                upcoming = asyncio.create_task(self._next_prepared(self._pump, idle))
-                if not msgs:
-                    idle.set()
-                    continue
-                beside = None
-                if self.store_unordered is not None:
-                    beside = asyncio.create_task(self._until_stored(self.store_unordered, batch, stop))
-                if not await self._until_stored(self.store, batch, stop):
-                    if beside is not None:
-                        await beside
-                    return  # stopping with the batch unstored: it is redelivered later
-                idle.set()
-                while finishing and (finishing[0][1].done() or finishing_msgs + len(msgs) > max(room, 0)):
-                    count, task = finishing.popleft()
-                    await task
-                    finishing_msgs -= count
-                finishing.append((len(msgs), asyncio.create_task(_ack_when_stored(msgs, beside))))
-                finishing_msgs += len(msgs)
+                while storing and (storing[0].store.done() or len(storing) >= most):
+                    stored = storing.popleft()
+                    if not await stored.store:
+                        if stored.beside is not None:
+                            await stored.beside
+                        return  # stopping with the batch unstored: it is redelivered later
+                    await finish(stored)
+                if msgs:
+                    beside = None
+                    if self.store_unordered is not None:
+                        beside = asyncio.create_task(self._until_stored(self.store_unordered, batch, stop))
+                    # tasks start in the order they are made, so this store reaches its connection
+                    # after the ones before it (the writer's pipeline keeps that order)
+                    after = storing[-1] if storing else None
+                    failed = asyncio.Event()
+                    store = asyncio.create_task(self._until_stored(self.store, batch, stop, after=after, failed=failed))
+                    store.add_done_callback(lambda _: room.set())
+                    storing.append(_Storing(msgs, beside, store, failed))
+                if len(storing) < most:
+                    room.set()
+                else:
+                    room.clear()
+                upcoming = asyncio.create_task(self._next_prepared(self._pump, room))
         finally:
+            for stored in storing:
+                if await stored.store:
+                    await finish(stored)
+                elif stored.beside is not None:
+                    await stored.beside
             for _, task in finishing:
                 await task
             await self._hand_back(upcoming)
 
-    async def _next_prepared(self, pump: PullPump, idle: asyncio.Event) -> tuple[list[Msg], Any]:
+    async def _next_prepared(self, pump: PullPump, room: asyncio.Event) -> tuple[list[Msg], Any]:
         """The next batch, parsed, and what it sealed to. It waits at most the fetch timeout for a
-        first message, then keeps taking what arrives up to the batch size while the batch before
-        it is still being stored (there is no hurry then, and fuller batches cost less per event)
-        or while the stream has more waiting. Each arrival is parsed as it comes, so little is
-        left to do once the store ahead is done."""
+        first message, then keeps taking what arrives up to the batch size while there is no room
+        for another store (there is no hurry then, and fuller batches cost less per event) or while
+        the stream has more waiting. Each arrival is parsed as it comes, so little is left to do
+        once there is room."""
         try:
             msgs = await pump.next_batch(self.spec.fetch_timeout_s)
         except nats.errors.Error as error:
@@ -191,17 +230,17 @@ class BatchConsumer:
         give_up = time.monotonic() + GATHER_MAX_S
         while len(msgs) < self.spec.batch_size:
             wait_s = GATHER_POLL_S
-            if idle.is_set():
-                # with nothing being stored, wait only for what the stream already holds (the last
+            if room.is_set():
+                # with room for a store, wait only for what the stream already holds (the last
                 # message says how much that is), and not longer than GATHER_MAX_S, in case another
                 # replica takes it
                 if not msgs[-1].metadata.num_pending or time.monotonic() > give_up:
                     break
             else:
-                # a store is under way: take what has arrived every GATHER_POLL_S (a few messages
-                # parsed at a time, not one), and the moment the store is done
+                # no room: take what has arrived every GATHER_POLL_S (a few messages parsed at a
+                # time, not one), and the moment a store is done
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(idle.wait(), GATHER_POLL_S)
+                    await asyncio.wait_for(room.wait(), GATHER_POLL_S)
                 wait_s = 0
             try:
                 arrived = await pump.next_batch(wait_s, limit=self.spec.batch_size - len(msgs))
@@ -221,17 +260,39 @@ class BatchConsumer:
             for msg in msgs:
                 await msg.nak()
 
-    async def _until_stored(self, store: Store, batch: Any, stop: asyncio.Event) -> bool:
-        """Run ``store`` until it succeeds (True) or the consumer stops while retrying (False)."""
+    async def _until_stored(
+        self,
+        store: Store,
+        batch: Any,
+        stop: asyncio.Event,
+        *,
+        after: _Storing | None = None,
+        failed: asyncio.Event | None = None,
+    ) -> bool:
+        """Run ``store`` until it succeeds (True) or the consumer stops while retrying (False).
+
+        With ``after`` (the batch before, still being stored), an attempt waits for that store to
+        be done once it has failed: a retry never overtakes it, and neither does a first attempt
+        made while it is being retried. ``failed`` is set at this store's first failure."""
         delay = 0.05
         retried = False
         while True:
+            if after is not None and after.failed.is_set():
+                await after.store  # the batch before goes again (or gives up) first: stream order holds
+                after = None
+                if stop.is_set():
+                    return False
             try:
                 await store(batch)
             except Exception as error:
                 retried = True
+                if failed is not None:
+                    failed.set()
                 self.write_failures.inc()
                 log.warning("batch_store_failed", durable=self.spec.durable, error=repr(error), retry_in_s=delay)
+                if after is not None:
+                    await after.store  # see above
+                    after = None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), timeout=delay)
                 if stop.is_set():

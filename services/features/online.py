@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -9,6 +10,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import NoScriptError, ResponseError
 
+from services.features.ordered import OrderedPipeline
 from services.features.script import EVENTS_PER_CALL, EntityEvent, Outcome, ScriptCall, ViewScript
 from services.features.views import FeatureView
 from shared.messages import Event
@@ -31,10 +33,16 @@ _OUTCOMES = tuple(Outcome)  # by code: the script's codes are the outcomes' valu
 
 class OnlineWriter:
     """Applies events to every view reading their type: one script call per run of up to
-    :data:`EVENTS_PER_CALL` events of a view, all calls of a batch in one pipelined round trip."""
+    :data:`EVENTS_PER_CALL` events of a view, all calls of a batch in one pipeline, the batches'
+    pipelines one after another on one connection (:class:`OrderedPipeline`): a batch may be sent
+    while the one before it is still running, and Redis runs them in the order they were sent."""
 
     def __init__(self, client: aioredis.Redis, names: Names, views: Mapping[str, FeatureView]) -> None:
         self.client = client
+        self.pipeline = OrderedPipeline(client)
+        # batches that met a Redis without the scripts load them and go again one at a time, in the
+        # order their replies came back (the order they were sent): an asyncio lock serves in turn
+        self._reloading = asyncio.Lock()
         self.by_source: dict[str, list[ViewScript]] = {}
         for view in views.values():
             self.by_source.setdefault(view.source, []).append(ViewScript(client, names, view))
@@ -75,15 +83,16 @@ class OnlineWriter:
         return await self.run(list(self.plan(events)))
 
     async def run(self, calls: Sequence[ScriptCall]) -> list[Applied]:
-        """Make ``calls`` in one pipelined round trip; what each event came to."""
+        """Make ``calls`` in one pipeline (after those of earlier runs); what each event came to."""
         if not calls:
             return []
         results = await self._execute(calls)
         if any(isinstance(r, NoScriptError) for r in results):
-            for scripts in self.by_source.values():  # Redis restarted or flushed its scripts
-                for script in scripts:
-                    await script.load(self.client)
-            results = await self._execute(calls)
+            async with self._reloading:  # Redis restarted or flushed its scripts
+                for scripts in self.by_source.values():
+                    for script in scripts:
+                        await script.load(self.client)
+                results = await self._execute(calls)
         applied = []
         for call, result in zip(calls, results, strict=True):
             view = call.script.view.name
@@ -101,10 +110,10 @@ class OnlineWriter:
         return applied
 
     async def _execute(self, calls: Sequence[ScriptCall]) -> list[Any]:
-        async with self.client.pipeline(transaction=False) as pipe:
-            for call in calls:
-                call.enqueue(pipe)
-            return list(await pipe.execute(raise_on_error=False))
+        return await self.pipeline.execute([call.command() for call in calls])
+
+    async def close(self) -> None:
+        await self.pipeline.close()
 
 
 def _is_script_error(error: ResponseError) -> bool:

@@ -673,11 +673,10 @@ class ScriptCall:
         self.events = events
         self.keys, self.args = script.call_args(events)
 
-    def enqueue(self, pipe: Any) -> None:
-        """Queue the call's EVALSHA on a pipeline (nothing is sent); its result is the list of the
-        events' :class:`Outcome` codes.
+    def command(self) -> tuple[Any, ...]:
+        """The call as an EVALSHA command; its reply is the list of the events' :class:`Outcome` codes.
 
         By sha alone, so a batch costs one round trip: a Redis that lost its scripts answers
         NOSCRIPT and the caller loads them (:meth:`ViewScript.load`) and runs the batch again.
         """
-        pipe.evalsha(self.script.script.sha, len(self.keys), *self.keys, *self.args)
+        return ("EVALSHA", self.script.script.sha, len(self.keys), *self.keys, *self.args)

@@ -154,9 +154,10 @@ class FeaturesService(Service):
             linger_s=self.settings.offline_linger_s, max_rows=self.settings.batch_size,
         )  # fmt: skip
         self.writer = OnlineWriter(self.redis, self.names, self.views)
+        stack.push_async_callback(self.writer.close)
         s = self.settings
 
-        def spec(flow: str, purpose: str) -> ConsumerSpec:
+        def spec(flow: str, purpose: str, stores_in_flight: int) -> ConsumerSpec:
             return ConsumerSpec(
                 stream=self.names.stream(flow),
                 durable=self.names.consumer("features", purpose),
@@ -165,16 +166,17 @@ class FeaturesService(Service):
                 fetch_timeout_s=s.fetch_timeout_s,
                 ack_wait_s=s.ack_wait_s,
                 retry_max_s=s.retry_max_s,
-                max_ack_pending=s.max_ack_pending or 3 * s.batch_size,
+                max_ack_pending=s.ack_pending_cap,
+                stores_in_flight=stores_in_flight,
             )
 
         self.consumers = {
             "norm": BatchConsumer(
-                self.nc, spec("norm", "norm"), self._new_event_batch, self._store_online,
+                self.nc, spec("norm", "norm", s.stores_in_flight), self._new_event_batch, self._store_online,
                 self.write_failures.labels("norm"), store_unordered=self._store_offline,
             ),
             "labels": BatchConsumer(
-                self.nc, spec("labels", "labels"), self._new_label_batch, self._store_labels,
+                self.nc, spec("labels", "labels", 1), self._new_label_batch, self._store_labels,
                 self.write_failures.labels("labels"),
             ),
         }  # fmt: skip

@@ -31,8 +31,15 @@ class FeaturesSettings:
     lag_poll_s: float = 1.0
     max_entities: int = 1000
     retry_max_s: float = 5.0
-    max_ack_pending: int = 0  # 0: three batches (finishing, being stored, gathered behind)
+    # batches whose online store may be under way at once: the next goes to Redis while one runs
+    stores_in_flight: int = 2
+    max_ack_pending: int = 0  # 0: stores_in_flight + 2 batches (finishing, being stored, gathered behind)
     offline_linger_s: float = 0.05  # how long an offline write waits to take later batches' rows along
+
+    @property
+    def ack_pending_cap(self) -> int:
+        """The consumer's max_ack_pending: as configured, or room for every batch one replica holds."""
+        return self.max_ack_pending or (self.stores_in_flight + 2) * self.batch_size
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FeaturesSettings:
@@ -46,6 +53,7 @@ class FeaturesSettings:
             lag_poll_s=read_float(env, "RTML_FEATURES_LAG_POLL_S", 1.0, minimum=0.05, maximum=60),
             max_entities=read_int(env, "RTML_FEATURES_MAX_ENTITIES", 1000, minimum=1, maximum=100_000),
             retry_max_s=read_float(env, "RTML_FEATURES_RETRY_MAX_S", 5.0, minimum=0.1, maximum=300),
+            stores_in_flight=read_int(env, "RTML_FEATURES_STORES_IN_FLIGHT", 2, minimum=1, maximum=8),
             max_ack_pending=read_int(env, "RTML_FEATURES_MAX_ACK_PENDING", 0, minimum=0, maximum=1_000_000),
             offline_linger_s=read_float(env, "RTML_FEATURES_OFFLINE_LINGER_S", 0.05, minimum=0, maximum=5),
         )

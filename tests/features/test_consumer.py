@@ -91,3 +91,72 @@ async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_mes
             await asyncio.wait_for(running, timeout=5)
         await consumer.close()
         await js.delete_consumer(spec.stream, spec.durable)
+
+
+async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_one_behind(
+    nc: Client, names: Names
+) -> None:
+    js = nc.jetstream()
+    subject = f"{names.namespace}.norm.inflight{secrets.token_hex(3)}"
+    size = 5
+    spec = ConsumerSpec(
+        stream=names.stream("norm"), durable=f"inflight_{secrets.token_hex(3)}", subject=subject,
+        batch_size=size, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=4 * size,
+        stores_in_flight=2,
+    )  # fmt: skip
+    stored: list[bytes] = []
+    running = most_running = 0
+    failures_left = {b"0": 2, b"5": 1}  # the batch holding message 0 fails twice, message 5's once
+
+    class Payloads:
+        def __init__(self) -> None:
+            self.data: list[bytes] = []
+
+        async def add(self, msgs: list[Msg]) -> None:
+            self.data += [msg.data for msg in msgs]
+
+        async def seal(self) -> list[bytes]:
+            return self.data
+
+    async def store_online(batch: list[bytes]) -> None:
+        nonlocal running, most_running
+        running += 1
+        most_running = max(most_running, running)
+        try:
+            for first, left in failures_left.items():
+                if first in batch and left:
+                    failures_left[first] -= 1
+                    # message 0's batch fails slowly (0.2 s, then 0.2 s more after a 0.05 s backoff),
+                    # so message 5's batch, failing fast, would go again before it if retries ran freely
+                    await asyncio.sleep(0.2 if first == b"0" else 0.02)
+                    raise RuntimeError(f"store of the batch holding {first!r} failed")
+            stored.extend(batch)
+        finally:
+            running -= 1
+
+    failures = Counter("failures", "store failures", registry=CollectorRegistry())
+    consumer = BatchConsumer(nc, spec, Payloads, store_online, failures)
+    await consumer.ensure()
+    for i in range(size):
+        await js.publish(subject, str(i).encode())
+    stop = asyncio.Event()
+    running_task = asyncio.create_task(consumer.run(stop))
+    try:
+        await asyncio.sleep(0.1)  # the first batch's store is under way (failing slowly)
+        for i in range(size, 2 * size):
+            await js.publish(subject, str(i).encode())
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(spec.stream, spec.durable)
+            return bool(info.num_ack_pending == 0 and info.num_pending == 0 and info.ack_floor.consumer_seq >= 2 * size)
+
+        await _until(all_acked)
+        assert most_running == 2  # the second batch's store ran beside the first's
+        assert stored == [str(i).encode() for i in range(2 * size)]  # retries kept stream order
+        assert failures_left == {b"0": 0, b"5": 0}
+    finally:
+        stop.set()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(running_task, timeout=5)
+        await consumer.close()
+        await js.delete_consumer(spec.stream, spec.durable)
