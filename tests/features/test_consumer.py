@@ -19,6 +19,19 @@ BURST = 4
 TOTAL = 25
 
 
+class Payloads:
+    """A batch of the messages' payloads, in stream order."""
+
+    def __init__(self) -> None:
+        self.data: list[bytes] = []
+
+    async def add(self, msgs: list[Msg]) -> None:
+        self.data += [msg.data for msg in msgs]
+
+    async def seal(self) -> list[bytes]:
+        return self.data
+
+
 async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) -> None:
     for _ in range(int(timeout_s / 0.01)):
         if await check():
@@ -37,16 +50,6 @@ async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_mes
     online: list[bytes] = []
     offline: list[bytes] = []
     offline_open = asyncio.Event()
-
-    class Payloads:
-        def __init__(self) -> None:
-            self.data: list[bytes] = []
-
-        async def add(self, msgs: list[Msg]) -> None:
-            self.data += [msg.data for msg in msgs]
-
-        async def seal(self) -> list[bytes]:
-            return self.data
 
     async def store_online(batch: list[bytes]) -> None:
         online.extend(batch)
@@ -107,16 +110,6 @@ async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_o
     stored: list[bytes] = []
     running = most_running = 0
     failures_left = {b"0": 2, b"5": 1}  # the batch holding message 0 fails twice, message 5's once
-
-    class Payloads:
-        def __init__(self) -> None:
-            self.data: list[bytes] = []
-
-        async def add(self, msgs: list[Msg]) -> None:
-            self.data += [msg.data for msg in msgs]
-
-        async def seal(self) -> list[bytes]:
-            return self.data
 
     async def store_online(batch: list[bytes]) -> None:
         nonlocal running, most_running
