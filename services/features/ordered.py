@@ -32,6 +32,7 @@ class OrderedPipeline:
         self._sending = asyncio.Lock()
         self._waiting: deque[tuple[int, asyncio.Future[list[Any]]]] = deque()  # (replies, result), sent order
         self._reader: asyncio.Task[None] | None = None
+        self._reading: AbstractConnection | None = None  # the connection the reader reads
 
     async def execute(self, commands: Sequence[Command]) -> list[Any]:
         """Each command's reply, an error reply as its :class:`ResponseError` (in its place)."""
@@ -49,8 +50,10 @@ class OrderedPipeline:
             except Exception as error:
                 await self._drop(connection, error)
                 raise
-            if self._reader is None or self._reader.done():
+            # one reader per connection: the reader of a dropped one may still be on its way out
+            if self._reader is None or self._reader.done() or self._reading is not connection:
                 self._reader = asyncio.create_task(self._read(connection))
+                self._reading = connection
         return await replies
 
     async def close(self) -> None:
