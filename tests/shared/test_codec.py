@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.codec import MAX_DEPTH, MAX_MESSAGE_BYTES, decode, decode_any, encode
+from shared.codec import MAX_DEPTH, MAX_MESSAGE_BYTES, _depth, decode, decode_any, encode
 from shared.errors import BadRequest
 
 scalars = st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats(allow_nan=False) | st.text()
@@ -57,3 +57,24 @@ def test_decode_without_the_depth_walk_still_refuses_what_is_not_a_map() -> None
         decode(encode([1, 2]), check_depth=False)
     with pytest.raises(BadRequest, match="not valid msgpack"):
         decode(b"\xc1", check_depth=False)
+
+
+def _nesting(value: Any) -> int:
+    """Brute force: how deeply maps and lists nest (recursive, for the test's small values)."""
+    if isinstance(value, dict):
+        return 1 + max((_nesting(child) for child in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((_nesting(child) for child in value), default=0)
+    return 0
+
+
+def _chain(levels: int, leaf: Any) -> Any:
+    nested = leaf
+    for level in range(levels):
+        nested = [nested, 1] if level % 2 else {"k": nested, "x": 2}
+    return nested
+
+
+@given(values | st.builds(_chain, st.integers(0, 3 * MAX_DEPTH), values))
+def test_depth_equals_a_brute_force_count_up_to_one_past_the_bound(value: Any) -> None:
+    assert _depth(value) == min(_nesting(value), MAX_DEPTH + 1)
