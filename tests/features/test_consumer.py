@@ -119,9 +119,9 @@ async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_o
             for first, left in failures_left.items():
                 if first in batch and left:
                     failures_left[first] -= 1
-                    # message 0's batch fails slowly (0.2 s, then 0.2 s more after a 0.05 s backoff),
+                    # message 0's batch fails slowly (0.5 s, then 0.5 s more after a 0.05 s backoff),
                     # so message 5's batch, failing fast, would go again before it if retries ran freely
-                    await asyncio.sleep(0.2 if first == b"0" else 0.02)
+                    await asyncio.sleep(0.5 if first == b"0" else 0.02)
                     raise RuntimeError(f"store of the batch holding {first!r} failed")
             stored.extend(batch)
         finally:
@@ -135,7 +135,7 @@ async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_o
     stop = asyncio.Event()
     running_task = asyncio.create_task(consumer.run(stop))
     try:
-        await asyncio.sleep(0.1)  # the first batch's store is under way (failing slowly)
+        await asyncio.sleep(0.1)  # the first batch's store is under way (failing slowly, for 0.5 s)
         for i in range(size, 2 * size):
             await js.publish(subject, str(i).encode())
 
