@@ -21,11 +21,14 @@ log = structlog.get_logger(__name__)
 
 
 class Applied(NamedTuple):
-    """What one (event, view) call did (a named tuple: one is made per event and view)."""
+    """What one (event, view) call did (a named tuple: one is made per event and view), and when
+    its call ended by the Redis server's clock (ms since the epoch): the moment what it wrote became
+    visible to readers (0 for a failed call)."""
 
     view: str
     ts: int
     outcome: Outcome
+    visible_ms: float
 
 
 _OUTCOMES = tuple(Outcome)  # by code: the script's codes are the outcomes' values, from 0
@@ -100,12 +103,15 @@ class OnlineWriter:
                 # an event of this call breaks the script; retrying cannot help, so the call's
                 # events are counted and left to the offline store
                 log.error("online_update_failed", view=view, events=len(call.events), error=str(result))
-                applied += [Applied(view, ts, Outcome.FAILED) for _, _, ts, _ in call.events]
+                applied += [Applied(view, ts, Outcome.FAILED, 0.0) for _, _, ts, _ in call.events]
             elif isinstance(result, Exception):
                 raise result  # the server refused the work (OOM, loading, ...): retry the batch
             else:
+                codes, (seconds, micros) = result
+                visible_ms = int(seconds) * 1000 + int(micros) / 1000
                 applied += [
-                    Applied(view, ts, _OUTCOMES[code]) for (_, _, ts, _), code in zip(call.events, result, strict=True)
+                    Applied(view, ts, _OUTCOMES[code], visible_ms)
+                    for (_, _, ts, _), code in zip(call.events, codes, strict=True)
                 ]
         return applied
 

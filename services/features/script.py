@@ -376,7 +376,9 @@ for position = 1, #order do
     if ent.moved then redis.call('DEL', KEYS[kb + 1]) end
   end
 end
-return codes
+-- the server's clock as the call ends: a script runs atomically, so from this instant on every
+-- reader sees what it wrote (the moment its events became visible online)
+return {codes, redis.call('TIME')}
 """
 
 
@@ -674,7 +676,8 @@ class ScriptCall:
         self.keys, self.args = script.call_args(events)
 
     def command(self) -> tuple[Any, ...]:
-        """The call as an EVALSHA command; its reply is the list of the events' :class:`Outcome` codes.
+        """The call as an EVALSHA command; its reply is the list of the events' :class:`Outcome` codes
+        and the server's ``TIME`` (seconds, microseconds) as the call ended.
 
         By sha alone, so a batch costs one round trip: a Redis that lost its scripts answers
         NOSCRIPT and the caller loads them (:meth:`ViewScript.load`) and runs the batch again.

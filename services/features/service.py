@@ -213,13 +213,15 @@ class FeaturesService(Service):
         if not batch.calls:
             return
         applied = await self.writer.run(batch.calls)
-        now_ms = time.time() * 1000  # the moment the values became visible online
         counts: dict[tuple[str, Outcome], int] = {}
         freshness = {view: self.freshness.labels(view) for view in self.views}  # a label lookup costs per call
         for item in applied:
             counts[(item.view, item.outcome)] = counts.get((item.view, item.outcome), 0) + 1
             if item.outcome == Outcome.APPLIED:
-                freshness[item.view].observe(max(0.0, (now_ms - item.ts) / 1000))
+                # from the event's time to the end of the call that applied it, by Redis's clock: the
+                # moment readers see it (not when the reply reached this replica, later by its trip back
+                # and whatever this replica's loop was busy with)
+                freshness[item.view].observe(max(0.0, (item.visible_ms - item.ts) / 1000))
         for (view, outcome), count in counts.items():
             self.events_total.labels(view, outcome.name.lower()).inc(count)
 

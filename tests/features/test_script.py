@@ -38,7 +38,8 @@ def sync_redis(settings: CommonSettings) -> Iterator[redis.Redis]:
 def _call(client: redis.Redis, names: Names, entity: str, evs: list[Ev], *, inline_max: int = 64) -> list[Outcome]:
     script = ViewScript(client, names, VIEW, inline_max=inline_max)  # type: ignore[arg-type]
     keys, args = script.call_args([(entity, e.id, e.ts, e.data) for e in evs])
-    return [Outcome(int(code)) for code in script.script(keys=keys, args=args)]  # type: ignore[union-attr]
+    codes, _ = script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    return [Outcome(int(code)) for code in codes]
 
 
 def _run(
@@ -87,12 +88,22 @@ def test_a_run_of_events_in_one_call_equals_one_call_each(
     assert _online(sync_redis, names, together) == _online(sync_redis, names, one_each)
 
 
+def test_a_call_reports_the_server_time_it_ended_at(sync_redis: redis.Redis, names: Names) -> None:
+    script = ViewScript(sync_redis, names, VIEW)  # type: ignore[arg-type]
+    keys, args = script.call_args([(f"card{next(_entities)}", "t1", 100, {"amount": 1.0})])
+    before = sync_redis.time()
+    _, (seconds, micros) = script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    after = sync_redis.time()
+    # the moment its writes became visible: after the server's clock read before the call, before the one after
+    assert before <= (int(seconds), int(micros)) <= after
+
+
 def test_one_call_over_several_entities_keeps_them_apart(sync_redis: redis.Redis, names: Names) -> None:
     script = ViewScript(sync_redis, names, VIEW)  # type: ignore[arg-type]
     a, b = f"card{next(_entities)}", f"card{next(_entities)}"
     evs = [(a, "x1", 100, {"amount": 1.0}), (b, "x1", 101, {"amount": 5.0}), (a, "x2", 102, {"amount": 2.0})]
     keys, args = script.call_args(evs)
-    codes = script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    codes, _ = script.script(keys=keys, args=args)  # type: ignore[union-attr]
     assert [Outcome(int(c)) for c in codes] == [Outcome.APPLIED] * 3  # ids are per entity
     assert _online(sync_redis, names, a) == OnlineVector(
         brute_vector(VIEW, [Ev("x1", 100, {"amount": 1.0}), Ev("x2", 102, {"amount": 2.0})], 102), 102
@@ -197,7 +208,7 @@ def test_a_field_read_only_by_last_has_no_window_totals(sync_redis: redis.Redis,
     entity = f"card{next(_entities)}"
     evs = [Ev("p1", 100, {"amount": 3.0, "price": 2.5}), Ev("p2", 6_000, {"amount": 4.0, "price": 4.0})]
     keys, args = script.call_args([(entity, e.id, e.ts, e.data) for e in evs])
-    codes = script.script(keys=keys, args=args)  # type: ignore[union-attr]
+    codes, _ = script.script(keys=keys, args=args)  # type: ignore[union-attr]
     assert [Outcome(int(c)) for c in codes] == [Outcome.APPLIED] * 2
     packed, as_of = cast(
         list[bytes | None], sync_redis.hmget(feature_key(names, view.name, entity), [VALUES_FIELD, AS_OF_FIELD])
