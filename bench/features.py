@@ -4,7 +4,8 @@ Figures:
 - sustained events/s through one in-process replica with 3 views x 4 windows
   (a backlog is published first, then the replica started; the rate is counted from its
   first acked batch to the last, so start-up is left out);
-- freshness (event time to online visibility) p50/p99 at half that rate;
+- freshness (event time to online visibility) p50/p99 at half that rate, with the replica's and the
+  Redis server's CPU per event in that phase;
 - online read p50/p99 through ``shared.online.read_online_features`` for 1 entity
   (one 20-feature view) and for 100 entities, each beside a raw ``redis.asyncio``
   HMGET of one hash in the same run, and the ``features.get`` NATS endpoint;
@@ -225,18 +226,26 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
             for label, pace in phases:
                 recorder = Recorder()
                 svc.freshness = recorder  # type: ignore[assignment]
-                publisher = await asyncio.create_subprocess_exec(
-                    sys.executable, __file__, "--publish", common.namespace,
-                    str(first), str(pace), str(fresh_s), stdout=asyncio.subprocess.PIPE,
-                    env={**os.environ, "RTML_NATS_URL": common.nats_url},
-                )  # fmt: skip
-                out, _ = await publisher.communicate()
-                first += int(out.decode().strip().splitlines()[-1])
-                await wait_drained(js, names, first)
+                async with open_redis(common.redis_url) as client:
+                    redis_cpu_start, cpu_start = await redis_cpu_s(client), time.process_time()
+                    publisher = await asyncio.create_subprocess_exec(
+                        sys.executable, __file__, "--publish", common.namespace,
+                        str(first), str(pace), str(fresh_s), stdout=asyncio.subprocess.PIPE,
+                        env={**os.environ, "RTML_NATS_URL": common.nats_url},
+                    )  # fmt: skip
+                    out, _ = await publisher.communicate()
+                    sent = int(out.decode().strip().splitlines()[-1])
+                    first += sent
+                    await wait_drained(js, names, first)
+                    cpu, redis_cpu = time.process_time() - cpu_start, await redis_cpu_s(client) - redis_cpu_start
                 fresh = [v * 1000 for v in recorder.values]
                 result[f"freshness_{label}rate_events_per_s"] = round(len(fresh) / len(BENCH_VIEWS) / fresh_s)
                 result[f"freshness_{label}p50_ms"] = round(pct(fresh, 0.50), 2)
                 result[f"freshness_{label}p99_ms"] = round(pct(fresh, 0.99), 2)
+                # paced, each event costs more than drained (smaller batches, an entity seldom twice in
+                # one, work after sleeps): where the freshness phase stood
+                result[f"freshness_{label}replica_cpu_us_per_event"] = round(cpu / sent * 1e6, 1)
+                result[f"freshness_{label}redis_cpu_us_per_event"] = round(redis_cpu / sent * 1e6, 1)
 
             # 3. online reads against a raw HMGET of one hash, same server, same run
             async with open_redis(common.redis_url) as client:
