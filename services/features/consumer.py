@@ -74,6 +74,11 @@ class ConsumerSpec:
     retry_max_s: float
     max_ack_pending: int
     stores_in_flight: int = 1
+    # how long a batch waits after its first message for company even where a store could start at
+    # once (as a Kafka producer's linger.ms): below full load a batch is otherwise the few messages
+    # that arrived since the last one left, and each batch costs the replica and Redis a fixed share
+    # (its tasks, script calls, pipeline and acks) that such batches pay for a handful of events
+    linger_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -213,10 +218,10 @@ class BatchConsumer:
 
     async def _next_prepared(self, pump: PullPump, room: asyncio.Event) -> tuple[list[Msg], Any]:
         """The next batch, parsed, and what it sealed to. It waits at most the fetch timeout for a
-        first message, then keeps taking what arrives up to the batch size while there is no room
-        for another store (there is no hurry then, and fuller batches cost less per event) or while
-        the stream has more waiting. Each arrival is parsed as it comes, so little is left to do
-        once there is room."""
+        first message, then keeps taking what arrives up to the batch size for the linger after it,
+        while there is no room for another store (there is no hurry then, and fuller batches cost
+        less per event) or while the stream has more waiting. Each arrival is parsed as it comes, so
+        little is left to do once there is room."""
         try:
             msgs = await pump.next_batch(self.spec.fetch_timeout_s)
         except nats.errors.Error as error:
@@ -225,16 +230,22 @@ class BatchConsumer:
             return [], None
         if not msgs:
             return [], None
+        lingers_until = time.monotonic() + self.spec.linger_s
         batch = self.new_batch()
         await batch.add(msgs)
         give_up = time.monotonic() + GATHER_MAX_S
         while len(msgs) < self.spec.batch_size:
             wait_s = GATHER_POLL_S
             if room.is_set():
-                # with room for a store, wait only for what the stream already holds (the last
-                # message says how much that is), and not longer than GATHER_MAX_S, in case another
-                # replica takes it
-                if not msgs[-1].metadata.num_pending or time.monotonic() > give_up:
+                lingering_s = lingers_until - time.monotonic()
+                if lingering_s > 0:
+                    # take what arrives meanwhile every GATHER_POLL_S, as below
+                    await asyncio.sleep(min(lingering_s, GATHER_POLL_S))
+                    wait_s = 0
+                elif not msgs[-1].metadata.num_pending or time.monotonic() > give_up:
+                    # with room for a store, wait only for what the stream already holds (the last
+                    # message says how much that is), and not longer than GATHER_MAX_S, in case
+                    # another replica takes it
                     break
             else:
                 # no room: take what has arrived every GATHER_POLL_S (a few messages parsed at a

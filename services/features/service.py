@@ -168,6 +168,7 @@ class FeaturesService(Service):
                 retry_max_s=s.retry_max_s,
                 max_ack_pending=s.ack_pending_cap,
                 stores_in_flight=stores_in_flight,
+                linger_s=s.linger_s,
             )
 
         self.consumers = {

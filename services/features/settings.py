@@ -35,6 +35,9 @@ class FeaturesSettings:
     stores_in_flight: int = 2
     max_ack_pending: int = 0  # 0: stores_in_flight + 2 batches (finishing, being stored, gathered behind)
     offline_linger_s: float = 0.05  # how long an offline write waits to take later batches' rows along
+    # how long a batch waits after its first message for more (consumer.py): fewer, fuller batches
+    # below full load, for this much more latency
+    linger_s: float = 0.002
 
     @property
     def ack_pending_cap(self) -> int:
@@ -56,4 +59,5 @@ class FeaturesSettings:
             stores_in_flight=read_int(env, "RTML_FEATURES_STORES_IN_FLIGHT", 2, minimum=1, maximum=8),
             max_ack_pending=read_int(env, "RTML_FEATURES_MAX_ACK_PENDING", 0, minimum=0, maximum=1_000_000),
             offline_linger_s=read_float(env, "RTML_FEATURES_OFFLINE_LINGER_S", 0.05, minimum=0, maximum=5),
+            linger_s=read_float(env, "RTML_FEATURES_LINGER_S", 0.002, minimum=0, maximum=1),
         )

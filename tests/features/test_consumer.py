@@ -153,3 +153,41 @@ async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_o
             await asyncio.wait_for(running_task, timeout=5)
         await consumer.close()
         await js.delete_consumer(spec.stream, spec.durable)
+
+
+async def test_a_batch_lingers_after_its_first_message_for_those_that_follow(nc: Client, names: Names) -> None:
+    js = nc.jetstream()
+    sizes: dict[float, list[int]] = {}
+    for linger_s in (0.0, 0.4):
+        subject = f"{names.namespace}.norm.linger{secrets.token_hex(3)}"
+        spec = ConsumerSpec(
+            stream=names.stream("norm"), durable=f"linger_{secrets.token_hex(3)}", subject=subject,
+            batch_size=BATCH, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=4 * BATCH,
+            stores_in_flight=2, linger_s=linger_s,
+        )  # fmt: skip
+        seen = sizes[linger_s] = []
+
+        async def store_online(batch: list[bytes], seen: list[int] = seen) -> None:
+            seen.append(len(batch))
+
+        async def all_stored(seen: list[int] = seen) -> bool:
+            return sum(seen) == 3
+
+        failures = Counter("failures", "store failures", registry=CollectorRegistry())
+        consumer = BatchConsumer(nc, spec, Payloads, store_online, failures)
+        await consumer.ensure()
+        stop = asyncio.Event()
+        running = asyncio.create_task(consumer.run(stop))
+        try:
+            for i in range(3):  # three messages 0.1 s apart, with room for a store all along
+                await js.publish(subject, str(i).encode())
+                await asyncio.sleep(0.1)
+            await _until(all_stored)
+        finally:
+            stop.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(running, timeout=5)
+            await consumer.close()
+            await js.delete_consumer(spec.stream, spec.durable)
+    assert sizes[0.0] == [1, 1, 1]  # each goes as it arrives
+    assert sizes[0.4] == [3]  # the first waits 0.4 s for company: the other two join it
