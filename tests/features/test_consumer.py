@@ -40,6 +40,15 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) 
     raise AssertionError(f"not within {timeout_s} s")
 
 
+async def _stop(consumer: BatchConsumer, running: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """End the consumer's run, stop its pulling and delete its durable."""
+    stop.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(running, timeout=5)
+    await consumer.close()
+    await consumer.js.delete_consumer(consumer.spec.stream, consumer.spec.durable)
+
+
 async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_messages(nc: Client, names: Names) -> None:
     js = nc.jetstream()
     subject = f"{names.namespace}.norm.bounded{secrets.token_hex(3)}"
@@ -88,12 +97,8 @@ async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_mes
         assert online == [str(i).encode() for i in range(TOTAL)]  # in stream order
         assert sorted(offline, key=int) == online
     finally:
-        stop.set()
         offline_open.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(running, timeout=5)
-        await consumer.close()
-        await js.delete_consumer(spec.stream, spec.durable)
+        await _stop(consumer, running, stop)
 
 
 async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_one_behind(
@@ -148,11 +153,7 @@ async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_o
         assert stored == [str(i).encode() for i in range(2 * size)]  # retries kept stream order
         assert failures_left == {b"0": 0, b"5": 0}
     finally:
-        stop.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(running_task, timeout=5)
-        await consumer.close()
-        await js.delete_consumer(spec.stream, spec.durable)
+        await _stop(consumer, running_task, stop)
 
 
 async def test_a_batch_lingers_after_its_first_message_for_those_that_follow(nc: Client, names: Names) -> None:
@@ -184,10 +185,6 @@ async def test_a_batch_lingers_after_its_first_message_for_those_that_follow(nc:
                 await asyncio.sleep(0.1)
             await _until(all_stored)
         finally:
-            stop.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(running, timeout=5)
-            await consumer.close()
-            await js.delete_consumer(spec.stream, spec.durable)
+            await _stop(consumer, running, stop)
     assert sizes[0.0] == [1, 1, 1]  # each goes as it arrives
     assert sizes[0.4] == [3]  # the first waits 0.4 s for company: the other two join it
