@@ -32,6 +32,9 @@ from nats.aio.subscription import Subscription
 STATUS = "Status"
 IDLE_HEARTBEAT = "100"
 
+# How long after a pull request's expiry messages handed back are redelivered (PullPump.hand_back).
+HAND_BACK_MARGIN_S = 0.5
+
 
 def stream_position(msg: Msg) -> tuple[int, int]:
     """A JetStream message's stream sequence and the time the stream stored it (ms since the epoch),
@@ -86,14 +89,24 @@ class PullPump:
         self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=self._on_message)
 
     async def stop(self) -> None:
-        """Unsubscribe, and hand back what arrived but was not taken (nak: redelivered now, not after ack wait)."""
+        """Unsubscribe, and hand back what arrived but was not taken (:meth:`hand_back`)."""
         if self._sub is not None:
             with contextlib.suppress(Exception):
                 await self._sub.unsubscribe()
             self._sub = None
+        held = []
         while not self._queue.empty():
-            with contextlib.suppress(Exception):
-                await self._queue.get_nowait().nak()
+            held.append(self._queue.get_nowait())
+        await self.hand_back(held)
+
+    async def hand_back(self, msgs: list[Msg]) -> None:
+        """Have ``msgs`` redelivered (nak) once this pump's pull request has surely ended: redelivered at
+        once, the server may hand them straight back to that request even after its subscriber has gone
+        (nats-server 2.9.10 did, here), where nobody reads them until the ack wait (30 s) runs out."""
+        delay_s = self.expires_ns / 1e9 + HAND_BACK_MARGIN_S
+        for msg in msgs:
+            with contextlib.suppress(nats.errors.Error):
+                await msg.nak(delay=delay_s)
 
     async def _on_message(self, msg: Msg) -> None:
         self._heard_at = time.monotonic()

@@ -159,11 +159,12 @@ class BatchConsumer:
         configured, one batch finishes at a time."""
         if self._pump is None:
             await self.ensure()
-        assert self._pump is not None
+        pump = self._pump
+        assert pump is not None
         most = self.spec.stores_in_flight
         room = asyncio.Event()  # set while another store may start
         room.set()
-        upcoming = asyncio.create_task(self._next_prepared(self._pump, room))
+        upcoming = asyncio.create_task(self._next_prepared(pump, room))
         storing: deque[_Storing] = deque()  # stream order
         finishing: deque[tuple[int, asyncio.Task[None]]] = deque()  # (messages, unordered store then acks)
         finishing_msgs = 0
@@ -205,7 +206,7 @@ class BatchConsumer:
                     room.set()
                 else:
                     room.clear()
-                upcoming = asyncio.create_task(self._next_prepared(self._pump, room))
+                upcoming = asyncio.create_task(self._next_prepared(pump, room))
         finally:
             for stored in storing:
                 if await stored.store:
@@ -214,7 +215,7 @@ class BatchConsumer:
                     await stored.beside
             for _, task in finishing:
                 await task
-            await self._hand_back(upcoming)
+            await self._hand_back(pump, upcoming)
 
     async def _next_prepared(self, pump: PullPump, room: asyncio.Event) -> tuple[list[Msg], Any]:
         """The next batch, parsed, and what it sealed to. It waits at most the fetch timeout for a
@@ -230,6 +231,16 @@ class BatchConsumer:
             return [], None
         if not msgs:
             return [], None
+        try:
+            return msgs, await self._gather(pump, room, msgs)
+        except asyncio.CancelledError:
+            # stopped midway (the service stopping): what was taken comes back soon, not after the
+            # ack wait
+            await pump.hand_back(msgs)
+            raise
+
+    async def _gather(self, pump: PullPump, room: asyncio.Event, msgs: list[Msg]) -> Any:
+        """Parse ``msgs`` and what follows them into a batch (``msgs`` grows in place); what it sealed to."""
         lingers_until = time.monotonic() + self.spec.linger_s
         batch = self.new_batch()
         await batch.add(msgs)
@@ -259,17 +270,16 @@ class BatchConsumer:
                 break  # what was gathered goes ahead; the next batch's pull reports the failure
             msgs += arrived
             await batch.add(arrived)
-        return msgs, await batch.seal()
+        return await batch.seal()
 
     @staticmethod
-    async def _hand_back(upcoming: asyncio.Task[tuple[list[Msg], Any]]) -> None:
-        """Stop the look-ahead fetch; what it already holds is naked, so it comes back at once."""
+    async def _hand_back(pump: PullPump, upcoming: asyncio.Task[tuple[list[Msg], Any]]) -> None:
+        """Stop the look-ahead fetch; what it already holds is handed back, so it comes back soon."""
         if not upcoming.done():
             upcoming.cancel()
         with contextlib.suppress(BaseException):
             msgs, _ = await upcoming
-            for msg in msgs:
-                await msg.nak()
+            await pump.hand_back(msgs)
 
     async def _until_stored(
         self,

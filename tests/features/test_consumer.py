@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -188,3 +189,47 @@ async def test_a_batch_lingers_after_its_first_message_for_those_that_follow(nc:
             await _stop(consumer, running, stop)
     assert sizes[0.0] == [1, 1, 1]  # each goes as it arrives
     assert sizes[0.4] == [3]  # the first waits 0.4 s for company: the other two join it
+
+
+async def test_a_batch_being_gathered_when_the_run_is_cancelled_comes_back_at_once(nc: Client, names: Names) -> None:
+    js = nc.jetstream()
+    subject = f"{names.namespace}.norm.handback{secrets.token_hex(3)}"
+    spec = ConsumerSpec(
+        stream=names.stream("norm"), durable=f"handback_{secrets.token_hex(3)}", subject=subject,
+        batch_size=BATCH, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=4 * BATCH,
+        linger_s=30,
+    )  # fmt: skip
+    stored: list[bytes] = []
+
+    async def store_online(batch: list[bytes]) -> None:
+        stored.extend(batch)
+
+    async def delivered() -> bool:
+        info = await js.consumer_info(spec.stream, spec.durable)
+        return bool(info.num_ack_pending == 1)
+
+    async def all_stored() -> bool:
+        return stored == [b"0"]
+
+    failures = Counter("failures", "store failures", registry=CollectorRegistry())
+    first = BatchConsumer(nc, spec, Payloads, store_online, failures)
+    await first.ensure()
+    running = asyncio.create_task(first.run(asyncio.Event()))
+    await js.publish(subject, b"0")
+    await _until(delivered)
+    await asyncio.sleep(0.3)  # taken by the consumer, and lingering (30 s) for company
+    running.cancel()  # as a service's stop cancels work still running after its grace period
+    await asyncio.gather(running, return_exceptions=True)
+    await first.close()
+    assert stored == []
+
+    # a replica taking over gets the message within seconds (once the first one's pull request has
+    # expired), not after the 30 s ack wait
+    second = BatchConsumer(nc, replace(spec, linger_s=0), Payloads, store_online, failures)
+    await second.ensure()
+    stop = asyncio.Event()
+    try:
+        running = asyncio.create_task(second.run(stop))
+        await _until(all_stored, timeout_s=5)
+    finally:
+        await _stop(second, running, stop)
