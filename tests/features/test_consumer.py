@@ -7,6 +7,7 @@ import contextlib
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -41,6 +42,16 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) 
     raise AssertionError(f"not within {timeout_s} s")
 
 
+def _spec(names: Names, purpose: str, *, batch_size: int = BATCH, **settings: Any) -> ConsumerSpec:
+    """A durable of its own on a subject of its own in the norm stream, with the tests' timings."""
+    token = secrets.token_hex(3)
+    return ConsumerSpec(
+        stream=names.stream("norm"), durable=f"{purpose}_{token}", subject=f"{names.namespace}.norm.{purpose}{token}",
+        batch_size=batch_size, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2,
+        **{"max_ack_pending": 4 * batch_size, **settings},
+    )  # fmt: skip
+
+
 async def _stop(consumer: BatchConsumer, running: asyncio.Task[None], stop: asyncio.Event) -> None:
     """End the consumer's run, stop its pulling and delete its durable."""
     stop.set()
@@ -52,11 +63,8 @@ async def _stop(consumer: BatchConsumer, running: asyncio.Task[None], stop: asyn
 
 async def test_small_batches_finish_beside_the_online_store_up_to_a_batch_of_messages(nc: Client, names: Names) -> None:
     js = nc.jetstream()
-    subject = f"{names.namespace}.norm.bounded{secrets.token_hex(3)}"
-    spec = ConsumerSpec(
-        stream=names.stream("norm"), durable=f"bounded_{secrets.token_hex(3)}", subject=subject,
-        batch_size=BATCH, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=3 * BATCH,
-    )  # fmt: skip
+    spec = _spec(names, "bounded", max_ack_pending=3 * BATCH)
+    subject = spec.subject
     online: list[bytes] = []
     offline: list[bytes] = []
     offline_open = asyncio.Event()
@@ -106,13 +114,9 @@ async def test_two_stores_go_on_at_once_and_a_failed_one_goes_again_before_the_o
     nc: Client, names: Names
 ) -> None:
     js = nc.jetstream()
-    subject = f"{names.namespace}.norm.inflight{secrets.token_hex(3)}"
     size = 5
-    spec = ConsumerSpec(
-        stream=names.stream("norm"), durable=f"inflight_{secrets.token_hex(3)}", subject=subject,
-        batch_size=size, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=4 * size,
-        stores_in_flight=2,
-    )  # fmt: skip
+    spec = _spec(names, "inflight", batch_size=size, stores_in_flight=2)
+    subject = spec.subject
     stored: list[bytes] = []
     running = most_running = 0
     failures_left = {b"0": 2, b"5": 1}  # the batch holding message 0 fails twice, message 5's once
@@ -161,12 +165,8 @@ async def test_a_batch_lingers_after_its_first_message_for_those_that_follow(nc:
     js = nc.jetstream()
     sizes: dict[float, list[int]] = {}
     for linger_s in (0.0, 0.4):
-        subject = f"{names.namespace}.norm.linger{secrets.token_hex(3)}"
-        spec = ConsumerSpec(
-            stream=names.stream("norm"), durable=f"linger_{secrets.token_hex(3)}", subject=subject,
-            batch_size=BATCH, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=4 * BATCH,
-            stores_in_flight=2, linger_s=linger_s,
-        )  # fmt: skip
+        spec = _spec(names, "linger", stores_in_flight=2, linger_s=linger_s)
+        subject = spec.subject
         seen = sizes[linger_s] = []
 
         async def store_online(batch: list[bytes], seen: list[int] = seen) -> None:
@@ -191,14 +191,12 @@ async def test_a_batch_lingers_after_its_first_message_for_those_that_follow(nc:
     assert sizes[0.4] == [3]  # the first waits 0.4 s for company: the other two join it
 
 
-async def test_a_batch_being_gathered_when_the_run_is_cancelled_comes_back_at_once(nc: Client, names: Names) -> None:
+async def test_a_batch_gathered_when_the_run_is_cancelled_comes_back_before_the_ack_wait(
+    nc: Client, names: Names
+) -> None:
     js = nc.jetstream()
-    subject = f"{names.namespace}.norm.handback{secrets.token_hex(3)}"
-    spec = ConsumerSpec(
-        stream=names.stream("norm"), durable=f"handback_{secrets.token_hex(3)}", subject=subject,
-        batch_size=BATCH, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2, max_ack_pending=4 * BATCH,
-        linger_s=30,
-    )  # fmt: skip
+    spec = _spec(names, "handback", linger_s=30)
+    subject = spec.subject
     stored: list[bytes] = []
 
     async def store_online(batch: list[bytes]) -> None:
