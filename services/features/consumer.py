@@ -275,7 +275,8 @@ class BatchConsumer:
     @staticmethod
     async def _hand_back(pump: PullPump, upcoming: asyncio.Task[tuple[list[Msg], Any]]) -> None:
         """Stop the look-ahead fetch; what it already holds is handed back, so it comes back soon."""
-        if not upcoming.done():
+        if not upcoming.done() and not upcoming.cancelling():
+            # (a cancelled run has cancelled it already: once more would cut its hand-back short)
             upcoming.cancel()
         with contextlib.suppress(BaseException):
             msgs, _ = await upcoming
