@@ -172,23 +172,22 @@ async def wait_drained(js: Any, names: Names, expected_seq: int) -> None:
 
 
 async def drained_rate(
-    nc: Any, names: Names, svc: FeaturesService, events: list[dict[str, Any]], redis_url: str
+    nc: Any, names: Names, svc: FeaturesService, events: list[dict[str, Any]], client: Any
 ) -> tuple[float, float, float]:
     """Publish ``events``, start ``svc`` and let it drain them: events/s from its first acked batch to
-    the last (start-up left out), and its process's and the Redis server's CPU us per event."""
+    the last (start-up left out), and its process's and the Redis server's (``client``'s) CPU us per event."""
     js = nc.jetstream()
     floor = await acked_floor(js, names)
     await publish(nc, names, events)
-    async with open_redis(redis_url) as client:
-        redis_cpu_start, cpu_start = await redis_cpu_s(client), time.process_time()
-        await svc.start()
-        # as `python -m services.features` does once started (shared.runtime.run_until_signalled);
-        # here it also takes the bench's own backlog out of the collector's way
-        tune_collector()
-        first_at, first_acked = await wait_first_ack(js, names, after=floor)
-        await wait_drained(js, names, floor + len(events))
-        elapsed, cpu = time.perf_counter() - first_at, time.process_time() - cpu_start
-        redis_cpu = await redis_cpu_s(client) - redis_cpu_start
+    redis_cpu_start, cpu_start = await redis_cpu_s(client), time.process_time()
+    await svc.start()
+    # as `python -m services.features` does once started (shared.runtime.run_until_signalled);
+    # here it also takes the bench's own backlog out of the collector's way
+    tune_collector()
+    first_at, first_acked = await wait_first_ack(js, names, after=floor)
+    await wait_drained(js, names, floor + len(events))
+    elapsed, cpu = time.perf_counter() - first_at, time.process_time() - cpu_start
+    redis_cpu = await redis_cpu_s(client) - redis_cpu_start
     return (floor + len(events) - first_acked) / elapsed, cpu / len(events) * 1e6, redis_cpu / len(events) * 1e6
 
 
@@ -222,7 +221,7 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
     reads = 2_000 if quick else 10_000
     rng = random.Random(1)
     result: dict[str, Any] = {"views": len(BENCH_VIEWS), "windows_per_view": len(WINDOWS)}
-    async with connect(common.nats_url, name="bench-features") as nc:
+    async with connect(common.nats_url, name="bench-features") as nc, open_redis(common.redis_url) as client:
         print(f"nats-server {nc.connected_server_version} at {common.nats_url}", file=sys.stderr)
         js = nc.jetstream()
         await provision(js, names)
@@ -240,7 +239,7 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
                 if label != "cold_":
                     await svc.stop()
                     svc = FeaturesService(settings, BENCH_VIEWS)
-                rate, cpu_us, redis_cpu_us = await drained_rate(nc, names, svc, events, common.redis_url)
+                rate, cpu_us, redis_cpu_us = await drained_rate(nc, names, svc, events, client)
                 result[f"throughput_{label}events_per_s"] = round(rate)
                 # CPU per event, steadier than the rate on a shared machine: the replica's process
                 # (start-up included) and the Redis server's
@@ -256,18 +255,17 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
             for label, pace in phases:
                 recorder = Recorder()
                 svc.freshness = recorder  # type: ignore[assignment]
-                async with open_redis(common.redis_url) as client:
-                    redis_cpu_start, cpu_start = await redis_cpu_s(client), time.process_time()
-                    publisher = await asyncio.create_subprocess_exec(
-                        sys.executable, __file__, "--publish", common.namespace,
-                        str(first), str(pace), str(fresh_s), stdout=asyncio.subprocess.PIPE,
-                        env={**os.environ, "RTML_NATS_URL": common.nats_url},
-                    )  # fmt: skip
-                    out, _ = await publisher.communicate()
-                    sent = int(out.decode().strip().splitlines()[-1])
-                    first += sent
-                    await wait_drained(js, names, first)
-                    cpu, redis_cpu = time.process_time() - cpu_start, await redis_cpu_s(client) - redis_cpu_start
+                redis_cpu_start, cpu_start = await redis_cpu_s(client), time.process_time()
+                publisher = await asyncio.create_subprocess_exec(
+                    sys.executable, __file__, "--publish", common.namespace,
+                    str(first), str(pace), str(fresh_s), stdout=asyncio.subprocess.PIPE,
+                    env={**os.environ, "RTML_NATS_URL": common.nats_url},
+                )  # fmt: skip
+                out, _ = await publisher.communicate()
+                sent = int(out.decode().strip().splitlines()[-1])
+                first += sent
+                await wait_drained(js, names, first)
+                cpu, redis_cpu = time.process_time() - cpu_start, await redis_cpu_s(client) - redis_cpu_start
                 fresh = [v * 1000 for v in recorder.values]
                 result[f"freshness_{label}rate_events_per_s"] = round(len(fresh) / len(BENCH_VIEWS) / fresh_s)
                 result[f"freshness_{label}p50_ms"] = round(pct(fresh, 0.50), 2)
@@ -278,40 +276,39 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
                 result[f"freshness_{label}redis_cpu_us_per_event"] = round(redis_cpu / sent * 1e6, 1)
 
             # 3. online reads against a raw HMGET of one hash, same server, same run
-            async with open_redis(common.redis_url) as client:
-                cards = sorted({e["entity"] for e in backlog})
-                one = cards[0]
-                key = feature_key(names, "card_stats", one)
-                fields = [VALUES_FIELD, AS_OF_FIELD]  # the two fields readers read (layout of shared.online)
-                (vector,) = await read_online_features(client, names, [("card_stats", one)])
-                assert len(vector.values) == 20
-                hundred = [("card_stats", c) for c in cards[:100]]
-                for _ in range(200):  # warm up
-                    await client.hmget(key, fields)
-                # interleaved, so a stall from other load lands on both alike
-                raw1, read1 = [], []
-                for _ in range(reads):
-                    raw1 += await timed(lambda: client.hmget(key, fields), 1)
-                    read1 += await timed(lambda: read_online_features(client, names, [("card_stats", one)]), 1)
-                hundred_keys = [feature_key(names, view, card) for view, card in hundred]
+            cards = sorted({e["entity"] for e in backlog})
+            one = cards[0]
+            key = feature_key(names, "card_stats", one)
+            fields = [VALUES_FIELD, AS_OF_FIELD]  # the two fields readers read (layout of shared.online)
+            (vector,) = await read_online_features(client, names, [("card_stats", one)])
+            assert len(vector.values) == 20
+            hundred = [("card_stats", c) for c in cards[:100]]
+            for _ in range(200):  # warm up
+                await client.hmget(key, fields)
+            # interleaved, so a stall from other load lands on both alike
+            raw1, read1 = [], []
+            for _ in range(reads):
+                raw1 += await timed(lambda: client.hmget(key, fields), 1)
+                read1 += await timed(lambda: read_online_features(client, names, [("card_stats", one)]), 1)
+            hundred_keys = [feature_key(names, view, card) for view, card in hundred]
 
-                async def raw_pipeline() -> Any:
-                    async with client.pipeline(transaction=False) as pipe:
-                        for k in hundred_keys:
-                            pipe.hmget(k, fields)
-                        return await pipe.execute()
+            async def raw_pipeline() -> Any:
+                async with client.pipeline(transaction=False) as pipe:
+                    for k in hundred_keys:
+                        pipe.hmget(k, fields)
+                    return await pipe.execute()
 
-                raw100, read100 = [], []
-                for _ in range(reads // 4):
-                    raw100 += await timed(raw_pipeline, 1)
-                    read100 += await timed(lambda: read_online_features(client, names, hundred), 1)
-                nats1 = await timed(
-                    lambda: request(nc, names.features_get, {"entities": [one], "views": ["card_stats"]}), reads // 4
-                )
-                nats100 = await timed(
-                    lambda: request(nc, names.features_get, {"entities": cards[:100], "views": ["card_stats"]}),
-                    reads // 10,
-                )
+            raw100, read100 = [], []
+            for _ in range(reads // 4):
+                raw100 += await timed(raw_pipeline, 1)
+                read100 += await timed(lambda: read_online_features(client, names, hundred), 1)
+            nats1 = await timed(
+                lambda: request(nc, names.features_get, {"entities": [one], "views": ["card_stats"]}), reads // 4
+            )
+            nats100 = await timed(
+                lambda: request(nc, names.features_get, {"entities": cards[:100], "views": ["card_stats"]}),
+                reads // 10,
+            )
             for label, values in (
                 ("hmget1", raw1), ("read1", read1), ("read100", read100), ("raw_hmget100", raw100),
                 ("nats_get1", nats1), ("nats_get100", nats100),
@@ -342,8 +339,7 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
         finally:
             await svc.stop()
             await deprovision(js, names)
-            async with open_redis(common.redis_url) as client:
-                await delete_namespace_keys(client, names.redis_prefix)
+            await delete_namespace_keys(client, names.redis_prefix)
             async with open_pool(common.database_url, schema=names.schema) as pool:
                 await drop_schema(pool, names.schema)
     return result

@@ -42,13 +42,16 @@ async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 10.0) 
     raise AssertionError(f"not within {timeout_s} s")
 
 
-def _spec(names: Names, purpose: str, *, batch_size: int = BATCH, **settings: Any) -> ConsumerSpec:
-    """A durable of its own on a subject of its own in the norm stream, with the tests' timings."""
+def _spec(
+    names: Names, purpose: str, *, batch_size: int = BATCH, max_ack_pending: int | None = None, **settings: Any
+) -> ConsumerSpec:
+    """A durable of its own on a subject of its own in the norm stream, with the tests' timings (room
+    for four batches unacked unless ``max_ack_pending`` says otherwise)."""
     token = secrets.token_hex(3)
     return ConsumerSpec(
         stream=names.stream("norm"), durable=f"{purpose}_{token}", subject=f"{names.namespace}.norm.{purpose}{token}",
         batch_size=batch_size, fetch_timeout_s=0.2, ack_wait_s=30, retry_max_s=0.2,
-        **{"max_ack_pending": 4 * batch_size, **settings},
+        max_ack_pending=max_ack_pending or 4 * batch_size, **settings,
     )  # fmt: skip
 
 
