@@ -391,13 +391,17 @@ class PlainNats:
             if line == b"PING":
                 self.send(b"PONG\r\n")
 
-    def close(self) -> None:
+    def __enter__(self) -> PlainNats:
+        return self
+
+    def __exit__(self, *_: object) -> None:
         self.reader.close()
         self.sock.close()
 
 
-# An event's time as msgpack writes the placeholder ``_TS_MARK`` (a uint64, as every time in ms since
-# 1970-02-19 is): the paced publisher encodes its events once and writes the real time over it.
+# An event's time as msgpack writes the placeholder ``_TS_MARK``: a uint64 (0xcf and 8 bytes, a valid
+# encoding of any time in ms), so the paced publisher encodes its events once and writes each tick's
+# time over it.
 _TS_MARK = 1 << 40
 _TS_FIELD = b"\xa2ts\xcf" + _TS_MARK.to_bytes(8, "big")
 
@@ -406,7 +410,8 @@ def hpub_frame(subject: str, event: dict[str, Any]) -> tuple[bytes, bytes]:
     """The event's HPUB frame (its id as ``Nats-Msg-Id``, as ingest publishes it) split around its time:
     ``head + ts.to_bytes(8, "big") + tail`` is the frame of the event at ``ts``."""
     payload = encode({**event, "ts": _TS_MARK})
-    assert payload.count(_TS_FIELD) == 1
+    if payload.count(_TS_FIELD) != 1:
+        raise ValueError(f"event {event['id']}: its time is not where the frame expects it")
     headers = f"NATS/1.0\r\nNats-Msg-Id: {event['id']}\r\n\r\n".encode()
     line = f"HPUB {subject} {len(headers)} {len(headers) + len(payload)}\r\n".encode()
     at = payload.index(_TS_FIELD) + 4
@@ -423,9 +428,8 @@ def paced(namespace: str, first: int, rate: float, seconds: float) -> int:
     subject = Names(namespace).norm("transaction")
     rng = random.Random(2)
     frames = [hpub_frame(subject, make_event(first + k, rng, 0)) for k in range(int(rate * seconds) + 1)]
-    connection = PlainNats(common.nats_url, name="bench-features-publisher")
     sent = 0
-    try:
+    with PlainNats(common.nats_url, name="bench-features-publisher") as connection:
         started = time.perf_counter()
         while (elapsed := time.perf_counter() - started) < seconds:
             due = min(int(elapsed * rate), len(frames)) - sent
@@ -435,8 +439,6 @@ def paced(namespace: str, first: int, rate: float, seconds: float) -> int:
                 sent += due
             time.sleep(0.001)
         connection.flush()
-    finally:
-        connection.close()
     return sent
 
 
