@@ -263,7 +263,8 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
                     env={**os.environ, "RTML_NATS_URL": common.nats_url},
                 )  # fmt: skip
                 out, _ = await publisher.communicate()
-                sent = int(out.decode().strip().splitlines()[-1])
+                sent_text, publisher_cpu_text = out.decode().strip().splitlines()[-1].split()
+                sent, publisher_cpu_s = int(sent_text), float(publisher_cpu_text)
                 first += sent
                 await wait_drained(js, names, first)
                 cpu, redis_cpu = time.process_time() - cpu_start, await redis_cpu_s(client) - redis_cpu_start
@@ -275,6 +276,8 @@ async def main(quick: bool, nats_url: str | None, fixed_rate: float | None = Non
                 # one, work after sleeps): where the freshness phase stood
                 result[f"freshness_{label}replica_cpu_us_per_event"] = round(cpu / sent * 1e6, 1)
                 result[f"freshness_{label}redis_cpu_us_per_event"] = round(redis_cpu / sent * 1e6, 1)
+                # the load generator's own share of the two cores, over its ticks
+                result[f"freshness_{label}publisher_cpu_us_per_event"] = round(publisher_cpu_s / sent * 1e6, 1)
 
             # 3. online reads against a raw HMGET of one hash, same server, same run
             cards = sorted({e["entity"] for e in backlog})
@@ -418,8 +421,9 @@ def hpub_frame(subject: str, event: dict[str, Any]) -> tuple[bytes, bytes]:
     return line + headers + payload[:at], payload[at + 8 :] + b"\r\n"
 
 
-def paced(namespace: str, first: int, rate: float, seconds: float) -> int:
-    """Publish ``rate`` events/s stamped with the current time for ``seconds``; how many were sent.
+def paced(namespace: str, first: int, rate: float, seconds: float) -> tuple[int, float]:
+    """Publish ``rate`` events/s stamped with the current time for ``seconds``; how many were sent, and
+    the CPU seconds the publishing took (making the frames beforehand left out).
 
     The events' frames are made before the clock starts; each tick (1 ms) writes the frames due,
     each with the tick's time written in, in one ``send`` (:class:`PlainNats`).
@@ -430,7 +434,7 @@ def paced(namespace: str, first: int, rate: float, seconds: float) -> int:
     frames = [hpub_frame(subject, make_event(first + k, rng, 0)) for k in range(int(rate * seconds) + 1)]
     sent = 0
     with PlainNats(common.nats_url, name="bench-features-publisher") as connection:
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         while (elapsed := time.perf_counter() - started) < seconds:
             due = min(int(elapsed * rate), len(frames)) - sent
             if due > 0:
@@ -439,7 +443,7 @@ def paced(namespace: str, first: int, rate: float, seconds: float) -> int:
                 sent += due
             time.sleep(0.001)
         connection.flush()
-    return sent
+    return sent, time.process_time() - cpu_started
 
 
 if __name__ == "__main__":
@@ -454,7 +458,8 @@ if __name__ == "__main__":
     logging.disable(logging.WARNING)
     if args.publish:
         ns, first, pace, seconds = args.publish
-        print(paced(ns, int(first), float(pace), float(seconds)))
+        sent, cpu_s = paced(ns, int(first), float(pace), float(seconds))
+        print(sent, cpu_s)
     elif args.own_nats:
         with tempfile.TemporaryDirectory(prefix="rtml-bench-") as home:
             defaults = CommonSettings.from_env(os.environ, service="features", default_http_port=0)
