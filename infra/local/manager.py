@@ -76,7 +76,7 @@ def _start(kind: ServerKind, url: str, home: Path) -> ServerState:
     with open(log_file, "ab") as log_handle:
         process = subprocess.Popen(
             launch.argv, stdout=log_handle, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, user=launch.user,
+            start_new_session=True, user=launch.user, env={**os.environ, **launch.env},
         )  # fmt: skip
     deadline = time.monotonic() + START_TIMEOUT_S
     while not kind.answers(endpoint):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from infra.local import manager
 from infra.local.probe import endpoint_of, nats_answers, postgres_answers, redis_answers
+from infra.local.servers import colocated_gomaxprocs
 from shared.settings import CommonSettings
 from tests.conftest import PROJECT_ROOT
 
@@ -34,6 +36,11 @@ def test_starts_private_servers_on_free_ports_and_stops_only_them(tmp_path: Path
         assert postgres_answers(endpoint_of(urls["database_url"], 5432))
         for state in states:
             assert state.log_file is not None and Path(state.log_file).exists()
+        # nats-server runs Go code on a quarter of the CPUs (it shares them), unless told otherwise
+        (nats,) = [s for s in states if s.kind == "nats"]
+        environ = Path(f"/proc/{nats.pid}/environ").read_bytes().split(b"\0")
+        gomaxprocs = os.environ.get("GOMAXPROCS") or str(colocated_gomaxprocs(os.cpu_count() or 1))
+        assert f"GOMAXPROCS={gomaxprocs}".encode() in environ
         again = manager.up(**urls, home=home)  # a second `up` reuses what the first started
         assert [s.pid for s in again] == [s.pid for s in states]
     finally:
